@@ -1,0 +1,51 @@
+# depthflow — the two front-door commands are `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/' | expand -t 16
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PY) >/dev/null || PY=python3; \
+	 test -x $(BIN)/python || $${PY:-python3} -m venv $(VENV) || { command -v apt-get >/dev/null && apt-get install -y -qq python3-venv && python3 -m venv $(VENV); }
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install pinned dependencies
+
+lock:  ## re-pin transitive dependencies into constraints.txt
+	$(BIN)/pip freeze --exclude-editable | grep -v '^depthflow' > constraints.txt
+
+infra-up:  ## start Kafka (KRaft) and PostgreSQL under .local/ (installs what is missing)
+	@deploy/local/infra.sh up
+
+infra-down:  ## stop them
+	@deploy/local/infra.sh down
+
+migrate: install infra-up  ## apply every service's migrations
+	$(BIN)/depthflow migrate
+
+test: install infra-up  ## unit + integration tests against real Kafka and PostgreSQL
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: install  ## fast tests only (no broker, no database)
+	$(BIN)/python -m pytest -q -m "not integration and not e2e" $(PYTEST_ARGS)
+
+lint: install  ## ruff + mypy
+	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff format --check libs services tests bench
+	$(BIN)/mypy libs/common services
+
+bench: install infra-up  ## throughput and latency, each as a ratio to a ceiling measured in the same run
+	$(BIN)/python -m bench.run
+
+run: install infra-up  ## start infra and every service in the foreground (Ctrl-C stops all)
+	$(BIN)/depthflow migrate
+	$(BIN)/honcho -f deploy/local/Procfile start
+
+.PHONY: help install lock infra-up infra-down migrate test test-unit lint bench run

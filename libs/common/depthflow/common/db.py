@@ -1,0 +1,229 @@
+"""PostgreSQL access: asyncpg pools, the batched COPY writer, psycopg pools for sync tools.
+
+``CopyWriter`` is how hot paths write. Rows go into a bounded buffer (``add`` waits when it is
+full: back-pressure instead of unbounded memory); a background task flushes a batch when it
+reaches ``batch_size`` rows or ``flush_interval`` seconds. Each batch is COPYed into a
+temporary staging table and moved with ``INSERT ... ON CONFLICT DO NOTHING`` on the target's
+natural key, so a replayed batch never duplicates rows. On connection loss the batch is kept
+and retried (tenacity, exponential backoff) until PostgreSQL is back: nothing is lost.
+``flush()`` is the durability barrier a consumer awaits before committing its offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+from psycopg_pool import ConnectionPool
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    wait_exponential_jitter,
+)
+
+from depthflow.common.settings import PostgresSettings
+
+log = logging.getLogger(__name__)
+
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def ident(name: str) -> str:
+    """Quote a SQL identifier that code (never a user) chose; refuses anything odd."""
+    if not _IDENT.match(name):
+        raise ValueError(f"not a plain SQL identifier: {name!r}")
+    return f'"{name}"'
+
+# Errors after which the same batch is worth trying again on a fresh connection.
+RETRYABLE = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+
+
+async def create_pool(settings: PostgresSettings, **overrides: Any) -> asyncpg.Pool:
+    """An asyncpg pool; statement cache off when ``statement_cache_size`` is 0 (PgBouncer)."""
+    kwargs: dict[str, Any] = {
+        "dsn": settings.dsn.get_secret_value(),
+        "min_size": settings.pool_min_size,
+        "max_size": settings.pool_max_size,
+        "statement_cache_size": settings.statement_cache_size,
+        "command_timeout": 60,
+    }
+    if settings.ssl_rootcert:
+        import ssl
+
+        kwargs["ssl"] = ssl.create_default_context(cafile=settings.ssl_rootcert)
+    kwargs.update(overrides)
+    try:
+        return await asyncpg.create_pool(**kwargs)
+    except (OSError, asyncpg.PostgresError) as exc:
+        # Never echo the DSN: it carries the password.
+        raise ConnectionError(f"cannot connect to PostgreSQL: {type(exc).__name__}") from None
+
+
+def create_sync_pool(settings: PostgresSettings, **overrides: Any) -> ConnectionPool:
+    """A psycopg pool for synchronous tools (migrations, training loads, reports)."""
+    kwargs: dict[str, Any] = {"min_size": 1, "max_size": settings.pool_max_size, "open": True}
+    kwargs.update(overrides)
+    return ConnectionPool(settings.dsn.get_secret_value(), **kwargs)
+
+
+class CopyWriter:
+    """Batched, idempotent COPY into one table, surviving PostgreSQL restarts."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        table: str,
+        columns: Sequence[str],
+        *,
+        schema: str,
+        conflict_columns: Sequence[str] | None = None,
+        batch_size: int = 5000,
+        flush_interval: float = 0.2,
+        max_buffered: int = 200_000,
+        on_flush: Callable[[int, float], None] | None = None,
+    ) -> None:
+        """``conflict_columns`` names the natural key for ``ON CONFLICT DO NOTHING``; with
+        ``None`` rows are COPYed straight in (use only where replays cannot happen)."""
+        self._pool = pool
+        self._schema = schema
+        self._table = table
+        self._columns = tuple(columns)
+        self._conflict = tuple(conflict_columns) if conflict_columns else None
+        self._batch_size = batch_size
+        self._flush_interval = flush_interval
+        self._max_buffered = max_buffered
+        self._on_flush = on_flush
+        self._buffer: list[Sequence[Any]] = []
+        self._room = asyncio.Condition()
+        self._wake = asyncio.Event()
+        self._write_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.rows_written = 0
+        self.batches_written = 0
+        self.retries = 0
+        self._qualified = f"{ident(schema)}.{ident(table)}"
+        cols = ", ".join(ident(c) for c in self._columns)
+        self._insert_sql = (
+            f"INSERT INTO {self._qualified} ({cols}) SELECT {cols} FROM pg_temp.{{tmp}}"
+            + (
+                " ON CONFLICT ({}) DO NOTHING".format(", ".join(ident(c) for c in self._conflict))
+                if self._conflict
+                else ""
+            )
+        )
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_loop(), name=f"copy-{self._table}")
+
+    async def add(self, row: Sequence[Any]) -> None:
+        """Buffer one row; waits while the buffer is full (back-pressure)."""
+        if len(self._buffer) >= self._max_buffered:
+            async with self._room:
+                await self._room.wait_for(lambda: len(self._buffer) < self._max_buffered)
+        self._buffer.append(row)
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    async def add_many(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Buffer many rows; waits while the buffer is full (back-pressure)."""
+        if len(self._buffer) >= self._max_buffered:
+            async with self._room:
+                await self._room.wait_for(lambda: len(self._buffer) < self._max_buffered)
+        self._buffer.extend(rows)
+        if len(self._buffer) >= self._batch_size:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Write everything buffered so far; returns once it is durable in PostgreSQL."""
+        while self._buffer:
+            await self._write_one_batch()
+
+    async def _flush_loop(self) -> None:
+        while not self._closed:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_interval)
+            self._wake.clear()
+            try:
+                while self._buffer:
+                    await self._write_one_batch()
+                    if len(self._buffer) < self._batch_size:
+                        break
+            except Exception:
+                log.exception("COPY flush failed; rows stay buffered", extra={"table": self._table})
+
+    async def _write_one_batch(self) -> None:
+        async with self._write_lock:
+            if not self._buffer:
+                return
+            batch = self._buffer[: self._batch_size]
+            started = time.perf_counter()
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(RETRYABLE),
+                wait=wait_exponential_jitter(initial=0.05, max=2.0),
+                reraise=True,
+            ):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.retries += 1
+                        if attempt.retry_state.attempt_number % 10 == 2:
+                            log.warning(
+                                "PostgreSQL unavailable; retrying batch",
+                                extra={"table": self._table, "rows": len(batch),
+                                       "attempt": attempt.retry_state.attempt_number},
+                            )
+                    await self._copy(batch)
+            # Only now, durable: drop the batch from the buffer and wake waiting writers.
+            del self._buffer[: len(batch)]
+            self.rows_written += len(batch)
+            self.batches_written += 1
+            if self._on_flush:
+                self._on_flush(len(batch), time.perf_counter() - started)
+            async with self._room:
+                self._room.notify_all()
+
+    async def _copy(self, batch: Sequence[Sequence[Any]]) -> None:
+        async with self._pool.acquire() as conn:
+            if self._conflict is None:
+                await conn.copy_records_to_table(
+                    self._table, records=batch, columns=self._columns, schema_name=self._schema
+                )
+                return
+            tmp = f"stage_{self._table}"
+            async with conn.transaction():
+                await conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {tmp} "
+                    f"(LIKE {self._qualified} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+                await conn.copy_records_to_table(tmp, records=batch, columns=self._columns)
+                await conn.execute(self._insert_sql.format(tmp=tmp))
+
+    async def close(self) -> None:
+        """Flush what is buffered and stop the background task."""
+        self._closed = True
+        self._wake.set()
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()

@@ -1,0 +1,373 @@
+"""Thin typed wrappers over confluent-kafka and aiokafka.
+
+- ``Producer``: the high-rate idempotent producer (confluent-kafka, acks=all) for the
+  collector; back-pressure when librdkafka's queue is full, delivery failures raised.
+- ``AsyncProducer``: the idempotent aiokafka producer for asyncio services.
+- ``ConsumerLoop``: an aiokafka consumer that decodes each batch, hands the good messages to
+  a handler that makes them durable, sends the bad ones to ``dlq.<service>``, and only then
+  commits the offsets. A crash before the commit replays the batch; handlers write
+  idempotently, so nothing is lost and nothing is duplicated.
+- ``create_topics``: topic creation with the configured partitions and retention.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError
+from confluent_kafka import KafkaError as CKafkaError
+from confluent_kafka import KafkaException
+from confluent_kafka import Producer as CProducer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from depthflow.common.errors import DecodeError, KafkaError, ProduceError
+from depthflow.common.logging import trace_from_headers
+from depthflow.common.schemas import DeadLetter, Topic, dlq_topic
+from depthflow.common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+def create_topics(
+    settings: KafkaSettings,
+    topics: Iterable[Topic[Any] | str],
+    partitions: int | None = None,
+    timeout: float = 30.0,
+) -> None:
+    """Create topics that do not exist yet; existing ones are left as they are."""
+    admin = AdminClient(settings.confluent_config())
+    new = []
+    for topic in topics:
+        name = topic if isinstance(topic, str) else topic.name
+        conf = {} if isinstance(topic, str) else topic.config()
+        new.append(
+            NewTopic(
+                name,
+                num_partitions=partitions or settings.default_partitions,
+                replication_factor=settings.replication_factor,
+                config=conf,
+            )
+        )
+    if not new:
+        return
+    futures = admin.create_topics(new, operation_timeout=timeout, request_timeout=timeout)
+    for name, future in futures.items():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, CKafkaError) and err.code() == CKafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise KafkaError(f"cannot create topic {name!r}: {err}") from None
+
+
+def delete_topics(settings: KafkaSettings, names: Iterable[str], timeout: float = 30.0) -> None:
+    """Delete topics (tests clean up after themselves)."""
+    admin = AdminClient(settings.confluent_config())
+    for future in admin.delete_topics(list(names), operation_timeout=timeout).values():
+        try:
+            future.result(timeout=timeout)
+        except KafkaException:
+            pass
+
+
+class Producer:
+    """Idempotent, acks=all producer on confluent-kafka for high message rates.
+
+    ``produce`` never drops: when librdkafka's local queue is full it serves delivery
+    reports until there is room (back-pressure). Delivery failures are collected and raised
+    as ``ProduceError`` by the next ``produce``/``flush``.
+    """
+
+    def __init__(
+        self, settings: KafkaSettings, client_id: str, **overrides: Any
+    ) -> None:
+        conf: dict[str, Any] = {
+            **settings.confluent_config(),
+            "client.id": client_id,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 500_000,
+            "queue.buffering.max.kbytes": 512 * 1024,
+            "on_delivery": self._on_delivery,
+        }
+        conf.update({k.replace("_", "."): v for k, v in overrides.items()})
+        self._producer = CProducer(conf)
+        self._failures: list[str] = []
+        self.delivered = 0
+
+    def _on_delivery(self, err: CKafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._failures.append(f"{msg.topic()}: {err.str()}")
+        else:
+            self.delivered += 1
+
+    def _raise_failures(self) -> None:
+        if self._failures:
+            failures, self._failures = self._failures, []
+            raise ProduceError(f"{len(failures)} message(s) not delivered, first: {failures[0]}")
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int = 0,
+    ) -> None:
+        """Queue one message; blocks (serving delivery reports) while the queue is full."""
+        if self._failures:
+            self._raise_failures()
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, headers=headers, timestamp=timestamp_ms
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.05)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery reports; cheap to call often."""
+        return int(self._producer.poll(timeout))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued message is delivered, or raise ``ProduceError``."""
+        remaining = self._producer.flush(timeout)
+        self._raise_failures()
+        if remaining:
+            raise ProduceError(f"{remaining} message(s) still queued after {timeout}s")
+
+    def __len__(self) -> int:
+        return len(self._producer)
+
+
+class AsyncProducer:
+    """Idempotent aiokafka producer for asyncio services."""
+
+    def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
+        self._producer = AIOKafkaProducer(
+            **settings.aiokafka_config(),
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            **overrides,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> asyncio.Future[Any]:
+        """Queue a message; await the returned future for its delivery."""
+        return await self._producer.send(topic, value, key=key, headers=headers)
+
+    async def send_and_wait(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Headers | None = None
+    ) -> None:
+        """Send and wait for the broker's acknowledgement."""
+        try:
+            await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+        except Exception as exc:
+            raise ProduceError(f"cannot deliver to {topic!r}: {exc}") from exc
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    """A consumed message: where it came from, its key, decoded value and trace id."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: Any
+    raw: bytes | None
+    timestamp_ms: int
+    trace_id: str = ""
+
+
+Rejects = Sequence[tuple[Consumed, str]]
+BatchHandler = Callable[[list[Consumed]], Awaitable[Rejects | None]]
+
+
+@dataclass
+class ConsumerStats:
+    consumed: int = 0
+    handled: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    commit_failures: int = 0
+    last_message_monotonic: float = field(default_factory=time.monotonic)
+
+
+class ConsumerLoop:
+    """Consume, decode, handle durably, dead-letter the bad, then commit.
+
+    The handler receives each batch of decoded messages and must only return once its writes
+    are durable. It may return ``(message, reason)`` pairs it refuses; those and every message
+    that fails to decode go to ``dlq.<service>``; the loop keeps going.
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        service: str,
+        group_id: str,
+        topics: Sequence[Topic[Any]],
+        handler: BatchHandler,
+        dlq_producer: AsyncProducer,
+        max_batch: int = 500,
+        auto_offset_reset: str = "earliest",
+        decode: bool = True,
+        poll_timeout_ms: int = 200,
+        **overrides: Any,
+    ) -> None:
+        self.service = service
+        self._topics = {t.name: t for t in topics}
+        self._handler = handler
+        self._dlq = dlq_producer
+        self._dlq_topic = dlq_topic(service)
+        self._max_batch = max_batch
+        self._decode = decode
+        self._poll_timeout_ms = poll_timeout_ms
+        self.stats = ConsumerStats()
+        self._consumer = AIOKafkaConsumer(
+            *self._topics,
+            **settings.aiokafka_config(),
+            group_id=group_id,
+            client_id=f"{service}-consumer",
+            enable_auto_commit=False,
+            auto_offset_reset=auto_offset_reset,
+            isolation_level="read_committed",
+            **overrides,
+        )
+
+    async def start(self) -> None:
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    def _decode_record(self, record: Any) -> Consumed | tuple[Consumed, str]:
+        trace_id = trace_from_headers(record.headers)
+        raw = record.value
+        consumed = Consumed(
+            record.topic, record.partition, record.offset, record.key, raw, raw,
+            record.timestamp, trace_id,
+        )
+        if not self._decode:
+            return consumed
+        try:
+            value = self._topics[record.topic].decode(raw)
+        except DecodeError as exc:
+            return consumed, str(exc)
+        return Consumed(
+            record.topic, record.partition, record.offset, record.key, value, raw,
+            record.timestamp, trace_id or getattr(value, "trace_id", "") or "",
+        )
+
+    async def dead_letter(self, message: Consumed, reason: str) -> None:
+        """Send one message to ``dlq.<service>`` and wait for the broker's ack."""
+        letter = DeadLetter(
+            service=self.service,
+            source_topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key.decode(errors="replace") if message.key else None,
+            value=message.raw.decode("latin-1") if message.raw is not None else None,
+            error=reason[:2000],
+            ts_us=time.time_ns() // 1000,
+        )
+        await self._dlq.send_and_wait(
+            self._dlq_topic.name, self._dlq_topic.encode(letter), key=message.topic.encode()
+        )
+        self.stats.dead_lettered += 1
+        log.warning(
+            "dead-lettered message",
+            extra={"topic": message.topic, "partition": message.partition,
+                   "offset": message.offset, "reason": reason[:500]},
+        )
+
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> int:
+        """Consume until ``stop`` is set, ``max_messages`` were consumed, or nothing arrived
+        for ``idle_timeout`` seconds. Returns the number of messages consumed."""
+        stop = stop or asyncio.Event()
+        consumed_here = 0
+        last_seen = time.monotonic()
+        while not stop.is_set():
+            limit = self._max_batch
+            if max_messages is not None:
+                limit = min(limit, max_messages - consumed_here)
+                if limit <= 0:
+                    break
+            batch = await self._consumer.getmany(
+                timeout_ms=self._poll_timeout_ms, max_records=limit
+            )
+            if not batch:
+                if idle_timeout is not None and time.monotonic() - last_seen >= idle_timeout:
+                    break
+                continue
+            last_seen = time.monotonic()
+            await self._handle_batch(batch)
+            consumed_here += sum(len(records) for records in batch.values())
+        return consumed_here
+
+    async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
+        good: list[Consumed] = []
+        bad: list[tuple[Consumed, str]] = []
+        offsets: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            for record in records:
+                decoded = self._decode_record(record)
+                if isinstance(decoded, tuple):
+                    bad.append(decoded)
+                else:
+                    good.append(decoded)
+            offsets[tp] = records[-1].offset + 1
+        self.stats.consumed += len(good) + len(bad)
+        if good:
+            rejects = await self._handler(good)
+            self.stats.handled += len(good)
+            if rejects:
+                bad.extend(rejects)
+        for message, reason in bad:
+            await self.dead_letter(message, reason)
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # A rebalance took the partitions away; the next owner replays from the last
+            # commit and the idempotent writes absorb the repeat.
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed after rebalance", extra={"error": str(exc)})
+        self.stats.batches += 1
+        self.stats.last_message_monotonic = time.monotonic()
+
+    async def committed(self, topic: str, partition: int) -> int | None:
+        """The group's committed offset for a partition (for tests and lag metrics)."""
+        result = await self._consumer.committed(TopicPartition(topic, partition))
+        return int(result) if result is not None else None
