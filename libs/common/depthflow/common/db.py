@@ -180,7 +180,7 @@ class CopyWriter:
             started = time.perf_counter()
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(RETRYABLE),
-                wait=wait_exponential_jitter(initial=0.05, max=2.0),
+                wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
                 reraise=True,
             ):
                 with attempt:

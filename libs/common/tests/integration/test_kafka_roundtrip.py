@@ -1,0 +1,185 @@
+"""Round trips through the real broker with the common producer and consumer loop."""
+
+import asyncio
+import uuid
+from collections import defaultdict
+
+import asyncpg
+import pytest
+
+from depthflow.common import schemas
+from depthflow.common.db import CopyWriter, create_pool
+from depthflow.common.kafka import AsyncProducer, Consumed, ConsumerLoop, Producer
+from depthflow.common.logging import trace_headers
+from depthflow.common.schemas import Topic, Trade
+
+
+def _trade(symbol: str, n: int) -> dict:
+    return dict(schema_version=1, exchange="binance", symbol=symbol, trade_id=str(n),
+                price=100.0 + n, qty=1.0, side="buy", exchange_ts_us=n, local_ts_us=n)
+
+
+def _produce_trades(kafka_settings, topic: str, symbols: list[str], per_symbol: int) -> None:
+    producer = Producer(kafka_settings, client_id="test")
+    for n in range(per_symbol):
+        for symbol in symbols:
+            producer.produce(topic, schemas.TRADES.encode(_trade(symbol, n)),
+                             key=schemas.symbol_key("binance", symbol),
+                             headers=trace_headers(f"trace-{symbol}-{n}"))
+    producer.flush()
+    assert producer.delivered == per_symbol * len(symbols)
+
+
+async def _loop(kafka_settings, topic, handler, service, group):
+    dlq = AsyncProducer(kafka_settings, client_id=service)
+    await dlq.start()
+    loop = ConsumerLoop(
+        kafka_settings, service=service, group_id=group,
+        topics=[Topic(topic, Trade, "{exchange}:{symbol}")], handler=handler, dlq_producer=dlq,
+        max_batch=97,
+    )
+    await loop.start()
+    return loop, dlq
+
+
+async def test_messages_are_consumed_in_order_per_key(kafka_settings, topic_factory):
+    topic = topic_factory("order", partitions=3)
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    _produce_trades(kafka_settings, topic, symbols, 250)
+    seen: dict[str, list[int]] = defaultdict(list)
+    traces: set[str] = set()
+
+    async def handler(batch: list[Consumed]):
+        for message in batch:
+            seen[message.value.symbol].append(int(message.value.trade_id))
+            traces.add(message.trace_id)
+
+    loop, dlq = await _loop(kafka_settings, topic, handler, "test", f"g-{uuid.uuid4().hex}")
+    try:
+        consumed = await loop.run(max_messages=1000, idle_timeout=20)
+    finally:
+        await loop.stop()
+        await dlq.stop()
+    assert consumed == 1000
+    assert {s: v for s, v in seen.items()} == {s: list(range(250)) for s in symbols}
+    assert "trace-ETHUSDT-7" in traces
+
+
+async def _make_table(pool: asyncpg.Pool, schema: str) -> None:
+    await pool.execute(f'CREATE SCHEMA "{schema}"')
+    await pool.execute(
+        f'CREATE TABLE "{schema}".trades (symbol text, trade_id bigint, price float8,'
+        " PRIMARY KEY (symbol, trade_id))"
+    )
+
+
+async def test_crash_before_and_after_the_write_replays_without_duplicates(
+    kafka_settings, pg_settings, topic_factory, fresh_schema
+):
+    topic = topic_factory("crash", partitions=2)
+    _produce_trades(kafka_settings, topic, ["BTCUSDT", "ETHUSDT"], 300)
+    pool = await create_pool(pg_settings)
+    await _make_table(pool, fresh_schema)
+    writer = CopyWriter(pool, "trades", ["symbol", "trade_id", "price"], schema=fresh_schema,
+                        conflict_columns=["symbol", "trade_id"], batch_size=50)
+    await writer.start()
+    group = f"g-{uuid.uuid4().hex}"
+    calls = 0
+
+    async def durable(batch: list[Consumed]):
+        await writer.add_many([(m.value.symbol, int(m.value.trade_id), m.value.price) for m in batch])
+        await writer.flush()
+
+    async def crash_before_write(batch):
+        raise RuntimeError("killed before the database write")
+
+    async def crash_after_write(batch):
+        nonlocal calls
+        await durable(batch)
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("killed after the write, before the offset commit")
+
+    try:
+        for handler in (crash_before_write, crash_after_write):
+            loop, dlq = await _loop(kafka_settings, topic, handler, "test", group)
+            with pytest.raises(RuntimeError, match="killed"):
+                await loop.run(max_messages=600, idle_timeout=20)
+            await loop.stop()
+            await dlq.stop()
+        # Restarted consumer of the same group: replays from the last commit to the end.
+        loop, dlq = await _loop(kafka_settings, topic, durable, "test", group)
+        replayed = await loop.run(idle_timeout=3)
+        await loop.stop()
+        await dlq.stop()
+        rows = await pool.fetchval(f'SELECT count(*) FROM "{fresh_schema}".trades')
+        distinct = await pool.fetchval(
+            f'SELECT count(DISTINCT (symbol, trade_id)) FROM "{fresh_schema}".trades'
+        )
+    finally:
+        await writer.close()
+        await pool.close()
+    assert replayed >= 600 - 2 * 97  # at least everything after the two committed batches
+    assert rows == distinct == 600
+
+
+async def test_garbage_goes_to_the_dlq_and_the_consumer_keeps_going(kafka_settings, topic_factory):
+    topic = topic_factory("garbage", partitions=1)
+    service = f"test{uuid.uuid4().hex[:8]}"
+    producer = Producer(kafka_settings, client_id="test")
+    key = schemas.symbol_key("binance", "BTCUSDT")
+    producer.produce(topic, schemas.TRADES.encode(_trade("BTCUSDT", 1)), key=key)
+    producer.produce(topic, b"\xff\xfe{not json", key=key)
+    producer.produce(topic, b'{"schema_version": 1, "exchange": "binance"}', key=key)
+    producer.produce(topic, schemas.TRADES.encode(_trade("BTCUSDT", 2)), key=key)
+    producer.flush()
+    handled: list[str] = []
+
+    async def handler(batch):
+        handled.extend(m.value.trade_id for m in batch)
+
+    loop, dlq = await _loop(kafka_settings, topic, handler, service, f"g-{uuid.uuid4().hex}")
+    try:
+        assert await loop.run(max_messages=4, idle_timeout=20) == 4
+    finally:
+        await loop.stop()
+        await dlq.stop()
+    assert handled == ["1", "2"]
+    assert loop.stats.dead_lettered == 2
+
+    letters: list[Consumed] = []
+
+    async def collect(batch):
+        letters.extend(batch)
+
+    dlq_topic = schemas.dlq_topic(service)
+    reader_dlq = AsyncProducer(kafka_settings, client_id="reader")
+    await reader_dlq.start()
+    reader = ConsumerLoop(kafka_settings, service="reader", group_id=f"g-{uuid.uuid4().hex}",
+                          topics=[dlq_topic], handler=collect, dlq_producer=reader_dlq)
+    await reader.start()
+    try:
+        await reader.run(max_messages=2, idle_timeout=20)
+    finally:
+        await reader.stop()
+        await reader_dlq.stop()
+    assert [m.value.offset for m in letters] == [1, 2]
+    assert letters[0].value.value.encode("latin-1") == b"\xff\xfe{not json"
+    assert "not JSON" in letters[0].value.error
+    assert letters[1].value.source_topic == topic
+
+
+async def test_stop_event_ends_the_loop(kafka_settings, topic_factory):
+    topic = topic_factory("stop", partitions=1)
+
+    async def handler(batch):
+        return None
+
+    loop, dlq = await _loop(kafka_settings, topic, handler, "test", f"g-{uuid.uuid4().hex}")
+    stop = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.5, stop.set)
+    try:
+        assert await asyncio.wait_for(loop.run(stop), 10) == 0
+    finally:
+        await loop.stop()
+        await dlq.stop()
