@@ -46,6 +46,6 @@ bench: install infra-up  ## throughput and latency, each as a ratio to a ceiling
 
 run: install infra-up  ## start infra and every service in the foreground (Ctrl-C stops all)
 	$(BIN)/depthflow migrate
-	$(BIN)/honcho -f deploy/local/Procfile start
+	$(BIN)/python -m depthflow.common.runner
 
 .PHONY: help install lock infra-up infra-down migrate test test-unit lint bench run

@@ -20,7 +20,7 @@ def _book(**over):
 def test_every_design_topic_is_defined_once():
     names = [t.name for t in schemas.ALL_TOPICS]
     assert names == ["md.depth.raw", "md.book", "md.trades", "md.health", "features.v1",
-                     "signals.v1", "orders.v1", "control.v1"]
+                     "signals.v1", "orders.v1", "control.v1", "status.v1"]
     assert schemas.CONTROL.config()["cleanup.policy"] == "compact"
     assert schemas.dlq_topic("collector").name == "dlq.collector"
 

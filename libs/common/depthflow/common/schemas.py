@@ -158,6 +158,18 @@ class Control(Message):
     ts_us: int
 
 
+class Heartbeat(Message):
+    """A service instance's real state, published every few seconds (compacted, key =
+    ``{service}:{instance}``); the api's ``/bot/status`` reads these, not the desired state."""
+
+    service: str
+    instance: str
+    state: Literal["starting", "running", "stopping", "stopped", "failed", "paused"]
+    ready: bool
+    detail: dict[str, Any] = Field(default_factory=dict)
+    ts_us: int
+
+
 class DeadLetter(Message):
     """A message a service could not handle, with where it came from and why."""
 
@@ -219,9 +231,10 @@ FEATURES: Topic[FeatureVector] = Topic("features.v1", FeatureVector, "{exchange}
 SIGNALS: Topic[Signal] = Topic("signals.v1", Signal, "{exchange}:{symbol}", 30 * DAY_MS)
 ORDERS: Topic[OrderEvent] = Topic("orders.v1", OrderEvent, "{exchange}:{symbol}", None)
 CONTROL: Topic[Control] = Topic("control.v1", Control, "{service}", None, compacted=True)
+STATUS: Topic[Heartbeat] = Topic("status.v1", Heartbeat, "{service}:{instance}", None, compacted=True)
 
 ALL_TOPICS: tuple[Topic[Any], ...] = (
-    DEPTH_RAW, BOOK, TRADES, HEALTH, FEATURES, SIGNALS, ORDERS, CONTROL,
+    DEPTH_RAW, BOOK, TRADES, HEALTH, FEATURES, SIGNALS, ORDERS, CONTROL, STATUS,
 )
 
 
