@@ -1,0 +1,50 @@
+"""``depthflow sim``: run the exchange simulator."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Local Binance USD-M + Bybit v5 exchange simulator.",
+                  add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.callback(invoke_without_command=True)
+def sim(
+    host: str = typer.Option("127.0.0.1", help="interface to bind"),
+    port: int = typer.Option(8090, help="one port for REST and WebSocket, both protocols"),
+    symbols: str = typer.Option("BTCUSDT,ETHUSDT,SOLUSDT", help="comma-separated symbols"),
+    seed: int = typer.Option(1, help="market model seed (deterministic per seed)"),
+    rate: float = typer.Option(50.0, help="book updates per second per symbol"),
+    api_key: str = typer.Option(None, envvar="SIM_API_KEY", help="trading API key"),
+    api_secret: str = typer.Option(None, envvar="SIM_API_SECRET", help="trading API secret"),
+    starting_balance: float = typer.Option(None, help="USDT each account starts with"),
+    weight_limit: int = typer.Option(None, help="Binance request weight per minute"),
+    drop_rate: float = typer.Option(0.0, help="share of stream messages dropped"),
+    duplicate_rate: float = typer.Option(0.0, help="share of stream messages sent twice"),
+    reorder_rate: float = typer.Option(0.0, help="share of stream messages swapped"),
+    disconnect_every_s: float = typer.Option(0.0, help="close streams after N s (0 = never)"),
+    stall_every_s: float = typer.Option(0.0, help="go silent every N s (0 = never)"),
+    stall_duration_s: float = typer.Option(0.0, help="length of each stall"),
+    slow_response_ms: float = typer.Option(0.0, help="delay every REST response"),
+    unknown_503_rate: float = typer.Option(0.0, help="orders placed but answered 503"),
+    reject_rate: float = typer.Option(0.0, help="orders rejected"),
+) -> None:
+    """Serve REST and WebSocket for Binance USD-M and Bybit v5 linear on one port."""
+    import asyncio
+
+    from depthflow.common.lifecycle import run_service
+    from depthflow.common.settings import load_settings
+    from depthflow.sim.app import Simulator
+    from depthflow.sim.config import SimSettings
+    from depthflow.sim.faults import FaultConfig
+
+    faults = FaultConfig(
+        drop_rate=drop_rate, duplicate_rate=duplicate_rate, reorder_rate=reorder_rate,
+        disconnect_every_s=disconnect_every_s, stall_every_s=stall_every_s,
+        stall_duration_s=stall_duration_s, slow_response_ms=slow_response_ms,
+        unknown_503_rate=unknown_503_rate, reject_rate=reject_rate)
+    settings = load_settings(
+        SimSettings, host=host, port=port, symbols=symbols, seed=seed, rate=rate,
+        api_key=api_key, api_secret=api_secret, starting_balance=starting_balance,
+        weight_limit=weight_limit, faults=faults)
+    asyncio.run(run_service(Simulator(settings)))
