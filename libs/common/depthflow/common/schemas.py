@@ -50,7 +50,9 @@ class Book(Message):
 
     exchange: Exchange
     symbol: str
-    seq: int = Field(description="exchange update id of the last applied event (Binance u, Bybit u)")
+    seq: int = Field(
+        description="exchange update id of the last applied event (Binance u, Bybit u)"
+    )
     prev_seq: int
     exchange_ts_us: int
     local_ts_us: int
@@ -61,6 +63,15 @@ class Book(Message):
     bids: list[Level] = Field(max_length=20)
     asks: list[Level] = Field(max_length=20)
     trace_id: str = ""
+    cross_seq: int = Field(
+        default=0,
+        description="Bybit's cross sequence (data.seq) of the last applied event; 0 on Binance",
+    )
+    tob_changed: bool = Field(
+        default=True,
+        description="top of book differs from the previous md.book of this symbol "
+        "(the collector stores exactly these in collector.orderbook_data)",
+    )
 
 
 class Trade(Message):
@@ -81,7 +92,9 @@ class Health(Message):
 
     exchange: Exchange
     symbol: str
-    kind: Literal["gap", "resync", "synced", "stale", "crossed", "reconnect", "disconnect"]
+    kind: Literal[
+        "gap", "resync", "synced", "stale", "crossed", "reconnect", "disconnect", "parse_error"
+    ]
     detail: str = ""
     ts_us: int
     conn_id: str = ""

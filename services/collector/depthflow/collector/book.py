@@ -1,0 +1,101 @@
+"""``LocalBook``: an L2 order book (price → quantity) with fast best prices and top-N.
+
+Each side is a dict (price → qty) plus an ascending list of its prices kept sorted with
+``bisect``; inserting or removing a level is a C-level memmove, top-N is a list slice.
+Pure logic, no I/O.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections.abc import Iterable
+
+Level = tuple[float, float]
+
+
+class LocalBook:
+    """One symbol's L2 book. Quantities are absolute; a zero quantity removes the level."""
+
+    __slots__ = ("_ask_prices", "_bid_prices", "asks", "bids")
+
+    def __init__(self) -> None:
+        self.bids: dict[float, float] = {}
+        self.asks: dict[float, float] = {}
+        self._bid_prices: list[float] = []  # ascending; best bid is the last
+        self._ask_prices: list[float] = []  # ascending; best ask is the first
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+        self._bid_prices.clear()
+        self._ask_prices.clear()
+
+    def load(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        """Replace the whole book with a snapshot (a repeated price: the last one wins;
+        zero quantities are skipped)."""
+        self.bids = {p: q for p, q in dict(bids).items() if q > 0.0}
+        self.asks = {p: q for p, q in dict(asks).items() if q > 0.0}
+        self._bid_prices = sorted(self.bids)
+        self._ask_prices = sorted(self.asks)
+
+    @staticmethod
+    def _apply_side(levels: list[Level], side: dict[float, float], prices: list[float]) -> None:
+        for price, qty in levels:
+            if qty == 0.0:
+                if side.pop(price, None) is not None:
+                    del prices[bisect_left(prices, price)]
+            else:
+                if price not in side:
+                    insort(prices, price)
+                side[price] = qty
+
+    def apply(self, bids: list[Level], asks: list[Level]) -> None:
+        """Apply one diff. Removing a level that is not in the book is normal (a no-op)."""
+        if bids:
+            self._apply_side(bids, self.bids, self._bid_prices)
+        if asks:
+            self._apply_side(asks, self.asks, self._ask_prices)
+
+    def best_bid(self) -> Level | None:
+        if not self._bid_prices:
+            return None
+        price = self._bid_prices[-1]
+        return price, self.bids[price]
+
+    def best_ask(self) -> Level | None:
+        if not self._ask_prices:
+            return None
+        price = self._ask_prices[0]
+        return price, self.asks[price]
+
+    def top_of_book(self) -> tuple[float, float, float, float] | None:
+        """(bid price, bid qty, ask price, ask qty), or None while a side is empty."""
+        if not self._bid_prices or not self._ask_prices:
+            return None
+        bp = self._bid_prices[-1]
+        ap = self._ask_prices[0]
+        return bp, self.bids[bp], ap, self.asks[ap]
+
+    def top_bids(self, n: int) -> list[Level]:
+        bids = self.bids
+        return [(p, bids[p]) for p in reversed(self._bid_prices[-n:])] if n > 0 else []
+
+    def top_asks(self, n: int) -> list[Level]:
+        asks = self.asks
+        return [(p, asks[p]) for p in self._ask_prices[:n]]
+
+    def crossed(self) -> bool:
+        """True when the best bid is at or above the best ask: the book cannot be right."""
+        return bool(self._bid_prices and self._ask_prices) and (
+            self._bid_prices[-1] >= self._ask_prices[0]
+        )
+
+    def __len__(self) -> int:
+        return len(self.bids) + len(self.asks)
+
+    def check_invariants(self) -> None:
+        """Assert the internal structures agree (tests)."""
+        assert self._bid_prices == sorted(self.bids)
+        assert self._ask_prices == sorted(self.asks)
+        assert all(q > 0 for q in self.bids.values())
+        assert all(q > 0 for q in self.asks.values())

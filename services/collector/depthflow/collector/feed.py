@@ -1,0 +1,335 @@
+"""``FeedProcessor``: exchange frames in, Kafka messages out — parse → book → publish.
+
+No sockets here: the service hands it each frame with its receive time and connection id,
+and it publishes through anything with the ``Producer.produce`` signature. That keeps the
+whole synchronisation path testable without a network and benchmarkable on its own.
+
+Per frame:
+- ``md.depth.raw`` gets the payload text byte for byte (plus receive time and connection);
+  REST snapshots go there too (``kind="snapshot"``), so every book can be rebuilt later.
+- depth updates go through the symbol's sync machine; after each applied update that leaves
+  a valid book, ``md.book`` gets top-of-book + top-N levels with ``tob_changed``.
+- trades go to ``md.trades``; gaps, resyncs, crossed/stale books to ``md.health``.
+- a malformed frame goes to ``dlq.collector`` with its raw bytes; it is counted, never fatal.
+
+The processor asks for resyncs through ``request_resync(symbol, reason)``; the service
+fetches a snapshot (Binance) or resubscribes (Bybit) and feeds the result back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from depthflow.collector.events import ControlMessage, DepthUpdate, ParseError, TradeEvent
+from depthflow.collector.metrics import CollectorMetrics
+from depthflow.collector.parsers import (
+    Frame,
+    frame_symbol_hint,
+    parse_binance_frame,
+    parse_binance_snapshot,
+    parse_bybit_frame,
+    parse_bybit_snapshot,
+)
+from depthflow.collector.sync import (
+    RESYNC_OUTCOMES,
+    BinanceBookSync,
+    BybitBookSync,
+    Outcome,
+)
+from depthflow.common.logging import TRACE_HEADER
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class Publisher(Protocol):
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None,
+        headers: Headers | None = None, timestamp_ms: int = 0,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class TopicNames:
+    """Where the collector publishes (configurable so tests use fresh topics)."""
+
+    depth_raw: str = "md.depth.raw"
+    book: str = "md.book"
+    trades: str = "md.trades"
+    health: str = "md.health"
+    dlq: str = "dlq.collector"
+
+
+@dataclass
+class FeedStats:
+    frames: int = 0
+    depth_updates: int = 0
+    applied: int = 0
+    books_published: int = 0
+    tob_changes: int = 0
+    trades: int = 0
+    parse_errors: int = 0
+    gaps: int = 0
+    resyncs: int = 0
+    duplicates: int = 0
+    held: int = 0
+    control: int = 0
+    unknown_symbol: int = 0
+    resyncs_by_symbol: dict[str, int] = field(default_factory=dict)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class FeedProcessor:
+    """Synchronised books for one exchange's symbols, published to Kafka."""
+
+    def __init__(
+        self,
+        exchange: str,
+        symbols: list[str] | tuple[str, ...],
+        publisher: Publisher,
+        topics: TopicNames | None = None,
+        *,
+        book_levels: int = 20,
+        reorder_window: int = 32,
+        metrics: CollectorMetrics | None = None,
+        request_resync: Callable[[str, str], None] | None = None,
+    ) -> None:
+        if exchange not in ("binance", "bybit"):
+            raise ValueError(f"unknown exchange {exchange!r}")
+        self.exchange = exchange
+        self.topics = topics or TopicNames()
+        self.publisher = publisher
+        self.book_levels = book_levels
+        self.metrics = metrics
+        self.request_resync = request_resync or (lambda _s, _r: None)
+        self.stats = FeedStats()
+        self._parse = parse_binance_frame if exchange == "binance" else parse_bybit_frame
+        self._parse_snapshot = (
+            parse_binance_snapshot if exchange == "binance" else parse_bybit_snapshot
+        )
+        self.syncs: dict[str, BinanceBookSync | BybitBookSync] = {}
+        self._keys: dict[str, bytes] = {}
+        self._tob: dict[str, tuple[float, float, float, float]] = {}
+        self.last_event_monotonic: dict[str, float] = {}
+        # the exchange-wide id of the last published book: Binance u, Bybit seq
+        self.last_book_id: dict[str, int] = {}
+        self._trace_prefix = os.urandom(8).hex()
+        self._trace_n = 0
+        # the frame being handled (read by the on_applied callback)
+        self._recv_us = 0
+        self._trace = ""
+        for symbol in symbols:
+            self._add_symbol(symbol, reorder_window)
+
+    def _add_symbol(self, symbol: str, reorder_window: int) -> None:
+        def on_applied(update: DepthUpdate, prev_id: int, _s: str = symbol) -> None:
+            self._publish_book(_s, update, prev_id)
+
+        cls = BinanceBookSync if self.exchange == "binance" else BybitBookSync
+        self.syncs[symbol] = cls(symbol, on_applied, reorder_window)
+        self._keys[symbol] = f"{self.exchange}:{symbol}".encode()
+        self.last_event_monotonic[symbol] = time.monotonic()
+
+    # ------------------------------------------------------------------ frames
+
+    def on_frame(self, frame: Frame, conn_id: str, recv_us: int) -> Outcome | None:
+        """Handle one WebSocket frame. Never raises for bad input (it is dead-lettered)."""
+        self.stats.frames += 1
+        try:
+            event = self._parse(frame)
+        except ParseError as exc:
+            self._dead_letter(frame, f"ws:{self.exchange}", conn_id, str(exc), recv_us)
+            return None
+        if type(event) is DepthUpdate:
+            return self._on_depth(event, frame, conn_id, recv_us, "ws")
+        if type(event) is list:
+            self._on_trades(event, frame, conn_id, recv_us)
+            return None
+        assert isinstance(event, ControlMessage)
+        self.stats.control += 1
+        if event.kind == "error":
+            log.warning("exchange replied with an error", extra={"conn_id": conn_id,
+                                                                 "detail": event.detail})
+        return None
+
+    def on_snapshot_body(
+        self, symbol: str, body: bytes | str, conn_id: str, recv_us: int
+    ) -> Outcome | None:
+        """Handle a REST snapshot body fetched for ``symbol``."""
+        try:
+            snap = self._parse_snapshot(body, symbol)
+        except ParseError as exc:
+            self._dead_letter(body, f"rest:{self.exchange}", conn_id, str(exc), recv_us)
+            self.request_resync(symbol, "bad snapshot")
+            return None
+        return self._on_depth(snap, body, conn_id, recv_us, "snapshot")
+
+    def _on_depth(
+        self, update: DepthUpdate, frame: Frame, conn_id: str, recv_us: int, kind: str
+    ) -> Outcome | None:
+        symbol = update.symbol
+        sync = self.syncs.get(symbol)
+        if sync is None:
+            self.stats.unknown_symbol += 1
+            return None
+        self.stats.depth_updates += 1
+        key = self._keys[symbol]
+        self._publish_raw(key, update.exchange, symbol, kind, conn_id, recv_us, frame)
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.received_for(symbol, "depth").inc()
+            if update.exchange_ts_us and kind == "ws":
+                metrics.latency.observe(max(0.0, (recv_us - update.exchange_ts_us) / 1e6))
+        self.last_event_monotonic[symbol] = time.monotonic()
+        self._recv_us = recv_us
+        self._trace_n += 1
+        self._trace = f"{self._trace_prefix}{self._trace_n:016x}"
+        was_synced = sync.synced
+        outcome = sync.on_update(update)
+        if outcome in RESYNC_OUTCOMES:
+            self._on_broken(symbol, outcome, sync.last_problem, conn_id)
+        elif outcome is Outcome.DUPLICATE:
+            self.stats.duplicates += 1
+        elif outcome is Outcome.HELD:
+            self.stats.held += 1
+        if not was_synced and sync.synced:
+            self.health(symbol, "synced", f"book valid from update {sync.last_id}", conn_id)
+        return outcome
+
+    def _on_broken(self, symbol: str, outcome: Outcome, problem: str, conn_id: str) -> None:
+        # a snapshot older than the stream is a gap between the two
+        kind = "crossed" if outcome is Outcome.CROSSED else "gap"
+        if outcome is Outcome.GAP:
+            self.stats.gaps += 1
+            if self.metrics is not None:
+                self.metrics.gaps.labels(self.exchange, symbol).inc()
+        self.health(symbol, kind, problem, conn_id)
+        self.start_resync(symbol, outcome.value, conn_id, invalidate=False)
+
+    def start_resync(
+        self, symbol: str, reason: str, conn_id: str = "", *, invalidate: bool = True
+    ) -> None:
+        """Invalidate one symbol's book (if still valid), publish it, and ask for a resync."""
+        sync = self.syncs[symbol]
+        if invalidate and sync.synced:
+            sync.invalidate(reason)
+        self.stats.resyncs += 1
+        self.stats.resyncs_by_symbol[symbol] = self.stats.resyncs_by_symbol.get(symbol, 0) + 1
+        if self.metrics is not None:
+            self.metrics.resyncs.labels(self.exchange, symbol, reason).inc()
+        self.health(symbol, "resync", reason, conn_id)
+        self.request_resync(symbol, reason)
+
+    def _on_trades(
+        self, trades: list[TradeEvent], frame: Frame, conn_id: str, recv_us: int
+    ) -> None:
+        if not trades:
+            return
+        symbol = trades[0].symbol
+        if symbol not in self.syncs:
+            self.stats.unknown_symbol += 1
+            return
+        key = self._keys[symbol]
+        self._publish_raw(key, self.exchange, symbol, "trade", conn_id, recv_us, frame)
+        produce = self.publisher.produce
+        topic = self.topics.trades
+        for t in trades:
+            if t.symbol != symbol:
+                continue  # one frame carries one topic; anything else is not ours to key
+            produce(topic, orjson.dumps({
+                "schema_version": 1, "exchange": t.exchange, "symbol": t.symbol,
+                "trade_id": t.trade_id, "price": t.price, "qty": t.qty, "side": t.side,
+                "exchange_ts_us": t.exchange_ts_us, "local_ts_us": recv_us,
+            }), key)
+        self.stats.trades += len(trades)
+        if self.metrics is not None:
+            self.metrics.received_for(symbol, "trade").inc(len(trades))
+
+    # ------------------------------------------------------------------ outputs
+
+    def _publish_raw(
+        self, key: bytes, exchange: str, symbol: str, kind: str, conn_id: str, recv_us: int,
+        frame: Frame,
+    ) -> None:
+        payload = frame if isinstance(frame, str) else bytes(frame).decode("utf-8")
+        self.publisher.produce(self.topics.depth_raw, orjson.dumps({
+            "schema_version": 1, "exchange": exchange, "symbol": symbol, "kind": kind,
+            "conn_id": conn_id, "recv_ts_us": recv_us, "payload": payload,
+        }), key)
+
+    def _publish_book(self, symbol: str, update: DepthUpdate, prev_id: int) -> None:
+        sync = self.syncs[symbol]
+        book = sync.book
+        self.stats.applied += 1
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.applied_for(symbol).inc()
+            metrics.touch(symbol, time.monotonic())
+        tob = book.top_of_book()
+        if tob is None:
+            return  # a side is empty: nothing to quote, nothing published
+        changed = self._tob.get(symbol) != tob
+        if changed:
+            self._tob[symbol] = tob
+            self.stats.tob_changes += 1
+        n = self.book_levels
+        self.publisher.produce(self.topics.book, orjson.dumps({
+            "schema_version": 1, "exchange": self.exchange, "symbol": symbol,
+            "seq": update.last_id, "prev_seq": prev_id,
+            "exchange_ts_us": update.exchange_ts_us, "local_ts_us": self._recv_us,
+            "bid_price": tob[0], "bid_qty": tob[1], "ask_price": tob[2], "ask_qty": tob[3],
+            "bids": book.top_bids(n), "asks": book.top_asks(n),
+            "trace_id": self._trace, "cross_seq": update.seq, "tob_changed": changed,
+        }), self._keys[symbol], [(TRACE_HEADER, self._trace.encode())])
+        self.stats.books_published += 1
+        self.last_book_id[symbol] = update.seq or update.last_id
+
+    def health(self, symbol: str, kind: str, detail: str = "", conn_id: str = "") -> None:
+        """Publish one book-health event."""
+        self.publisher.produce(self.topics.health, orjson.dumps({
+            "schema_version": 1, "exchange": self.exchange, "symbol": symbol, "kind": kind,
+            "detail": detail[:1000], "ts_us": now_us(), "conn_id": conn_id,
+        }), self._keys.get(symbol) or f"{self.exchange}:{symbol}".encode())
+        if kind not in ("synced",):
+            log.info("book health", extra={"exchange": self.exchange, "symbol": symbol,
+                                           "kind": kind, "detail": detail[:300]})
+
+    def _dead_letter(
+        self, frame: Frame, source: str, conn_id: str, error: str, recv_us: int
+    ) -> None:
+        self.stats.parse_errors += 1
+        if self.metrics is not None:
+            self.metrics.parse_errors.labels(self.exchange).inc()
+        raw = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else bytes(frame)
+        symbol = frame_symbol_hint(frame)
+        value: dict[str, Any] = {
+            "schema_version": 1, "service": "collector", "source_topic": source,
+            "partition": -1, "offset": self.stats.frames,
+            "key": f"{self.exchange}:{symbol}" if symbol else conn_id,
+            "value": raw.decode("latin-1"), "error": error[:2000], "ts_us": recv_us,
+        }
+        self.publisher.produce(self.topics.dlq, orjson.dumps(value), source.encode())
+        log.warning("malformed exchange message dead-lettered",
+                    extra={"exchange": self.exchange, "conn_id": conn_id, "error": error[:300]})
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def stale_symbols(self, now: float, stale_after_s: float) -> list[str]:
+        """Symbols whose stream has been silent for ``stale_after_s`` seconds."""
+        return [s for s, t in self.last_event_monotonic.items() if now - t >= stale_after_s]
+
+    def mark_stale(self, symbol: str, silent_s: float, conn_id: str = "") -> None:
+        """A connected but silent stream: publish it and resync that symbol."""
+        self.health(symbol, "stale", f"no update for {silent_s:.1f}s", conn_id)
+        self.last_event_monotonic[symbol] = time.monotonic()
+        self.start_resync(symbol, "stale", conn_id)
