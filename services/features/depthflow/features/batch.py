@@ -1,0 +1,504 @@
+"""Vectorised batch mode: feature set v1 over a stored or replayed series of books and trades.
+
+Gives the same numbers as feeding the series through ``FeatureState`` (to 1e-9; the
+discrete decisions - clusters, support/resistance, candle boundaries - are bit-identical
+because sums are accumulated in the same order). The canonical event order of a series is
+"by exchange timestamp, a trade before a book on equal timestamps".
+
+Order-book features are numpy over (N, 20) level arrays; exponentially weighted features use
+``scipy.signal.lfilter`` (the same recursion as the streaming code); candles are built
+vectorised and the once-per-minute candle/indicator recursions reuse the streaming classes
+over the K << N candles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.signal import lfilter
+
+from depthflow.features.candles import Candle, CandleFeatures
+from depthflow.features.indicators import IndicatorState
+from depthflow.features.names import (
+    CANDLE_US,
+    EW_MIN_OBS,
+    N_FEATURES,
+    N_ORDERBOOK,
+    RATE_WINDOW_US,
+    defaults,
+)
+from depthflow.features.orderbook import (
+    ALPHA,
+    AMIHUD_MIN_NOTIONAL,
+    BETA,
+    MAX_LEVELS,
+    RATE_SECONDS,
+    VAR_GAIN,
+    InvalidInputError,
+    Level,
+)
+
+F = np.float64
+
+
+@dataclass(frozen=True)
+class BookArrays:
+    """N books as zero-padded (N, 20) arrays, best level first; ``n_bid``/``n_ask`` counts."""
+
+    ts: np.ndarray
+    bid_p: np.ndarray
+    bid_q: np.ndarray
+    ask_p: np.ndarray
+    ask_q: np.ndarray
+    n_bid: np.ndarray
+    n_ask: np.ndarray
+
+    @classmethod
+    def from_books(
+        cls, ts: Sequence[int], books: Sequence[tuple[Sequence[Level], Sequence[Level]]]
+    ) -> BookArrays:
+        """Pack ``(bids, asks)`` level lists into arrays."""
+        n = len(books)
+        arr = {k: np.zeros((n, MAX_LEVELS), F) for k in ("bp", "bq", "ap", "aq")}
+        nb = np.zeros(n, np.int64)
+        na = np.zeros(n, np.int64)
+        for i, (bids, asks) in enumerate(books):
+            if len(bids) > MAX_LEVELS or len(asks) > MAX_LEVELS:
+                raise InvalidInputError(f"book {i}: more than {MAX_LEVELS} levels")
+            nb[i] = len(bids)
+            na[i] = len(asks)
+            if bids:
+                b = np.asarray(bids, F)
+                arr["bp"][i, : len(bids)] = b[:, 0]
+                arr["bq"][i, : len(bids)] = b[:, 1]
+            if asks:
+                a = np.asarray(asks, F)
+                arr["ap"][i, : len(asks)] = a[:, 0]
+                arr["aq"][i, : len(asks)] = a[:, 1]
+        return cls(np.asarray(ts, np.int64), arr["bp"], arr["bq"], arr["ap"], arr["aq"], nb, na)
+
+
+@dataclass(frozen=True)
+class TradeArrays:
+    """K trades: exchange timestamps (non-decreasing), prices, quantities, taker-buy flags."""
+
+    ts: np.ndarray
+    price: np.ndarray
+    qty: np.ndarray
+    is_buy: np.ndarray
+
+
+def _validate(b: BookArrays, t: TradeArrays) -> None:
+    cols = np.arange(MAX_LEVELS)
+    for name, p, q, n, sign in (("bid", b.bid_p, b.bid_q, b.n_bid, -1.0),
+                                ("ask", b.ask_p, b.ask_q, b.n_ask, 1.0)):
+        m = cols[None, :] < n[:, None]
+        good = np.isfinite(p) & np.isfinite(q) & (p > 0) & (q > 0)
+        if np.any(m & ~good):
+            raise InvalidInputError(f"{name} level not finite > 0")
+        step = sign * np.diff(p, axis=1)
+        if np.any(m[:, 1:] & (step <= 0)):
+            raise InvalidInputError(f"{name} prices not strictly monotone")
+    both = (b.n_bid > 0) & (b.n_ask > 0)
+    if np.any(both & (b.bid_p[:, 0] >= b.ask_p[:, 0])):
+        raise InvalidInputError("crossed book")
+    if np.any(np.diff(b.ts) < 0) or np.any(np.diff(t.ts) < 0):
+        raise InvalidInputError("timestamps must be non-decreasing")
+    if np.any(~(np.isfinite(t.price) & np.isfinite(t.qty) & (t.price > 0) & (t.qty > 0))):
+        raise InvalidInputError("trade price/qty not finite > 0")
+
+
+def _ew_mean(x: np.ndarray) -> np.ndarray:
+    """y0 = x0, y_i = ALPHA x_i + BETA y_(i-1): the streaming recursion."""
+    if len(x) == 0:
+        return x.astype(F)
+    y = np.empty(len(x), F)
+    y[0] = x[0]
+    if len(x) > 1:
+        y[1:], _ = lfilter([ALPHA], [1.0, -BETA], x[1:], zi=[BETA * x[0]])
+    return y
+
+
+def _ew_var(x: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """v0 = 0, v_i = VAR_GAIN (x_i - m_(i-1))^2 + BETA v_(i-1)."""
+    v = np.zeros(len(x), F)
+    if len(x) > 1:
+        d = x[1:] - m[:-1]
+        v[1:], _ = lfilter([VAR_GAIN], [1.0, -BETA], d * d, zi=[0.0])
+    return v
+
+
+def _at_obs(obs: np.ndarray, series: np.ndarray, min_obs: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each row: index into the compressed series of the latest observation, and whether
+    at least ``min_obs`` observations exist."""
+    c = np.cumsum(obs)
+    return np.maximum(c - 1, 0), c >= min_obs
+
+
+def _side_sums(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, ...]:
+    n = p.shape[0]
+    d5, d10, dt, l5, l10 = (np.zeros(n, F) for _ in range(5))
+    for j in range(MAX_LEVELS):
+        qj = q[:, j]
+        dt = dt + qj
+        if j < 10:
+            pq = p[:, j] * qj
+            d10 = d10 + qj
+            l10 = l10 + pq
+            if j < 5:
+                d5 = d5 + qj
+                l5 = l5 + pq
+    best = p[np.arange(n), np.argmax(q, axis=1)]
+    return d5, d10, dt, l5, l10, best
+
+
+def _div(a: np.ndarray, b: np.ndarray, where: np.ndarray, default: float = 0.0) -> np.ndarray:
+    out = np.full(np.broadcast(a, b).shape, default, F)
+    np.divide(a, b, out=out, where=where)
+    return out
+
+
+def _clusters(p: np.ndarray, q: np.ndarray, mask: np.ndarray, mean: np.ndarray,
+              large: np.ndarray) -> tuple[np.ndarray, ...]:
+    n = p.shape[0]
+    big = np.zeros(n, F)
+    for j in range(MAX_LEVELS):
+        big = big + np.where(mask[:, j] & (q[:, j] >= large), q[:, j], 0.0)
+    inn = mask & (q >= mean[:, None])
+    start = inn.copy()
+    start[:, 1:] &= ~inn[:, :-1]
+    count = start.sum(axis=1).astype(F)
+    flat_in = inn.ravel()
+    run_id = (np.cumsum(start.ravel()) - 1)[flat_in]
+    n_runs = int(start.sum())
+    price = np.zeros(n, F)
+    vol = np.zeros(n, F)
+    if n_runs:
+        rv = np.bincount(run_id, weights=q.ravel()[flat_in], minlength=n_runs)
+        rpv = np.bincount(run_id, weights=(p * q).ravel()[flat_in], minlength=n_runs)
+        run_row = np.nonzero(start)[0]
+        rows, first = np.unique(run_row, return_index=True)
+        best_v = np.maximum.reduceat(rv, first)
+        per_run_best = np.repeat(best_v, np.diff(np.append(first, n_runs)))
+        cand = np.nonzero(rv == per_run_best)[0]
+        r2, f2 = np.unique(run_row[cand], return_index=True)
+        pick = cand[f2]
+        vol[r2] = rv[pick]
+        price[r2] = rpv[pick] / rv[pick]
+        del rows
+    return count, price, vol, big
+
+
+def _level_diff(ts: np.ndarray, p: np.ndarray, q: np.ndarray, mask: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: level changes, quantity churn; per present entry (row-major): age in µs."""
+    n = p.shape[0]
+    r, c = np.nonzero(mask)
+    pv = p[r, c]
+    qv = q[r, c]
+    order = np.argsort(pv, kind="stable")  # rows stay in order within a price
+    rs, ps, qs = r[order], pv[order], qv[order]
+    cont = np.zeros(len(rs), bool)
+    if len(rs) > 1:
+        cont[1:] = (ps[1:] == ps[:-1]) & (rs[1:] == rs[:-1] + 1)
+    qprev = np.zeros(len(rs), F)
+    qprev[1:] = qs[:-1]
+    changed = ~cont | (qs != qprev)
+    churn = np.where(cont, np.abs(qs - qprev), qs)
+    churn = np.where(changed, churn, 0.0)
+    # an entry not continued in the next row: removed at row + 1
+    nxt = np.zeros(len(rs), bool)
+    nxt[:-1] = cont[1:]
+    removed = ~nxt & (rs + 1 < n)
+    rem_rows = rs[removed] + 1
+    changes = np.bincount(rs, weights=changed, minlength=n) + np.bincount(rem_rows, minlength=n)
+    churn_row = np.bincount(rs, weights=churn, minlength=n) + np.bincount(
+        rem_rows, weights=qs[removed], minlength=n)
+    idx = np.arange(len(rs))
+    first = np.maximum.accumulate(np.where(cont, 0, idx)) if len(rs) else idx
+    age_sorted = ts[rs] - ts[rs[first]]
+    age = np.empty(len(rs), np.int64)
+    age[order] = age_sorted
+    return changes, churn_row, age
+
+
+def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors for every book of a series: ``(values (N, 110), valid (N, 110))``."""
+    _validate(books, trades)
+    ts = books.ts
+    n = len(ts)
+    out = np.zeros((n, N_FEATURES), F)
+    ok = np.zeros((n, N_FEATURES), bool)
+    if n == 0:
+        return out, ok
+    nb, na = books.n_bid, books.n_ask
+    hb, ha = nb > 0, na > 0
+    both = hb & ha
+    anys = hb | ha
+    cols = np.arange(MAX_LEVELS)
+    mb = cols[None, :] < nb[:, None]
+    ma = cols[None, :] < na[:, None]
+    db5, db10, tb, lb5, lb10, sup = _side_sums(books.bid_p, books.bid_q)
+    da5, da10, ta, la5, la10, res = _side_sums(books.ask_p, books.ask_q)
+    b1, qb1 = books.bid_p[:, 0], books.bid_q[:, 0]
+    a1, qa1 = books.ask_p[:, 0], books.ask_q[:, 0]
+    spread = np.where(both, a1 - b1, 0.0)
+    mid = np.where(both, (a1 + b1) / 2.0, 0.0)
+    micro = _div(b1 * qa1 + a1 * qb1, qb1 + qa1, both)
+    spread_rel = _div(spread, mid, both) * 1e4
+    warm = ts - ts[0] >= RATE_WINDOW_US
+
+    cols_out: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def put(v: np.ndarray, valid: np.ndarray) -> None:
+        cols_out.append((v, valid))
+
+    t_all = np.ones(n, bool)
+    put(spread, both)
+    put(spread_rel, both)
+    put(mid, both)
+    put(micro, both)
+    put(_div(lb5, db5, hb), hb)
+    put(_div(la5, da5, ha), ha)
+    put(_div(lb10, db10, hb), hb)
+    put(_div(la10, da10, ha), ha)
+    for x in (db5, da5, db10, da10, tb, ta):
+        put(x, t_all)
+    put(_div(tb, ta, ta > 0, 1.0), ta > 0)
+    put(_div(db5 - da5, db5 + da5, anys), anys)
+    put(_div(db10 - da10, db10 + da10, anys), anys)
+    put(_div(tb - ta, tb + ta, anys), anys)
+    put(np.where(both, _div(micro - mid, mid, both) * 1e4, 0.0), both)
+    put(db5 - da5, t_all)
+    # order flow imbalance
+    ofi_ok = np.zeros(n, bool)
+    ofi_ok[1:] = both[1:] & both[:-1]
+    pb1, pqb1, pa1, pqa1 = (np.roll(x, 1) for x in (b1, qb1, a1, qa1))
+    e = (np.where(b1 >= pb1, qb1, 0.0) - np.where(b1 <= pb1, pqb1, 0.0)
+         - np.where(a1 <= pa1, qa1, 0.0) + np.where(a1 >= pa1, pqa1, 0.0))
+    put(np.where(ofi_ok, e, 0.0), ofi_ok)
+    # level diffs and the book window
+    ch_b, churn_b, age_b = _level_diff(ts, books.bid_p, books.bid_q, mb)
+    ch_a, churn_a, age_a = _level_diff(ts, books.ask_p, books.ask_q, ma)
+    lo = np.searchsorted(ts, ts - RATE_WINDOW_US, side="right")
+    idx = np.arange(n)
+    n_win = idx - lo + 1
+
+    def win(x: np.ndarray) -> np.ndarray:
+        cs = np.concatenate(([0.0], np.cumsum(x)))
+        return cs[idx + 1] - cs[lo]
+
+    put(np.where(warm, win(churn_b) / RATE_SECONDS, 0.0), warm)
+    put(np.where(warm, win(churn_a) / RATE_SECONDS, 0.0), warm)
+    # trades: window, assignment to books
+    tts = trades.ts
+    k_hi = np.searchsorted(tts, ts, side="right")
+    k_lo = np.searchsorted(tts, ts - RATE_WINDOW_US, side="right")
+    t_cnt = k_hi - k_lo
+    buy_q = np.where(trades.is_buy, trades.qty, 0.0)
+    cs_buy = np.concatenate(([0.0], np.cumsum(buy_q)))
+    cs_all = np.concatenate(([0.0], np.cumsum(trades.qty)))
+    bs_ok = warm & (t_cnt > 0)
+    put(_div(cs_buy[k_hi] - cs_buy[k_lo], cs_all[k_hi] - cs_all[k_lo], bs_ok, 0.5), bs_ok)
+    # smart money, clusters, support/resistance
+    n_all = nb + na
+    mean_all = _div(tb + ta, n_all.astype(F), n_all > 0)
+    large = 2.0 * mean_all
+    nbc, bcp, bcv, big_b = _clusters(books.bid_p, books.bid_q, mb, _div(tb, nb.astype(F), hb),
+                                     large)
+    nac, acp, acv, big_a = _clusters(books.ask_p, books.ask_q, ma, _div(ta, na.astype(F), ha),
+                                     large)
+    smi_ok = both & (big_b + big_a > 0)
+    put(_div(big_b - big_a, big_b + big_a, smi_ok), both)
+    put(bcp, hb)
+    put(bcv, hb)
+    put(acp, ha)
+    put(acv, ha)
+    put(nbc, hb)
+    put(nac, ha)
+    put(np.where(hb, sup, 0.0), hb)
+    put(np.where(ha, res, 0.0), ha)
+    put(_div(mid - sup, mid, both) * 1e4, both)
+    put(_div(res - mid, mid, both) * 1e4, both)
+    put(lb5, t_all)
+    put(la5, t_all)
+    put(_div(lb5 - la5, lb5 + la5, anys), anys)
+    # effective spread of the last trade before each book
+    k = len(tts)
+    tb_idx = np.searchsorted(ts, tts, side="left") - 1
+    t_mid_ok = (tb_idx >= 0) & both[np.maximum(tb_idx, 0)]
+    t_mid = np.where(t_mid_ok, mid[np.maximum(tb_idx, 0)], 1.0)
+    es_t = np.where(t_mid_ok, 2.0 * np.abs(trades.price - t_mid) / t_mid * 1e4, 0.0)
+    last_t = k_hi - 1
+    es_ok = (last_t >= 0) & (t_mid_ok[np.maximum(last_t, 0)] if k else False)
+    put(np.where(es_ok, es_t[np.maximum(last_t, 0)] if k else 0.0, 0.0), es_ok)
+    # interval observations between consecutive books
+    assign = np.searchsorted(ts, tts, side="left")
+    in_range = assign < n
+    signed = np.where(trades.is_buy, trades.qty, -trades.qty)
+    sv = np.bincount(assign[in_range], weights=signed[in_range], minlength=n)
+    notional = np.bincount(assign[in_range], weights=(trades.price * trades.qty)[in_range],
+                           minlength=n)
+    obs = np.zeros(n, bool)
+    obs[1:] = both[1:] & both[:-1]
+    oi = np.nonzero(obs)[0]
+    r = np.log(mid[oi] / mid[oi - 1]) * 1e4
+    dm = mid[oi] - mid[oi - 1]
+    x, y = sv[oi], dm
+    ex, ey, exy, exx = _ew_mean(x), _ew_mean(y), _ew_mean(x * y), _ew_mean(x * x)
+    at, enough = _at_obs(obs, ex, EW_MIN_OBS)
+    if len(oi):
+        exr, eyr, exyr, exxr = ex[at], ey[at], exy[at], exx[at]
+        var_x = exxr - exr * exr
+        ky_ok = enough & (exxr > 0) & (var_x > 1e-9 * exxr)
+        put(_div(exyr - exr * eyr, var_x, ky_ok), ky_ok)
+        er, en = _ew_mean(np.abs(r))[at], _ew_mean(notional[oi])[at]
+        am_ok = enough & (en > AMIHUD_MIN_NOTIONAL)
+        put(np.where(am_ok, 1e6 * _div(er, en, am_ok), 0.0), am_ok)
+    else:
+        put(np.zeros(n, F), np.zeros(n, bool))
+        put(np.zeros(n, F), np.zeros(n, bool))
+    # roll spread over trades
+    if k >= 3:
+        dp = np.diff(trades.price)
+        a_, b_ = dp[1:], dp[:-1]
+        ea, eb, eab = _ew_mean(a_), _ew_mean(b_), _ew_mean(a_ * b_)
+        n_obs = np.maximum(last_t - 1, 0)
+        rl_ok = n_obs >= EW_MIN_OBS
+        j = np.maximum(n_obs - 1, 0)
+        cov = eab[j] - ea[j] * eb[j]
+        put(np.where(rl_ok & (cov < 0), 2.0 * np.sqrt(np.where(cov < 0, -cov, 0.0)), 0.0),
+            rl_ok)
+    else:
+        put(np.zeros(n, F), np.zeros(n, bool))
+    put(np.where(both, np.log(_div(db10, da10, both, 1.0)), 0.0), both)
+    # level ages: order entries (row, bid side first, level) like the streaming loop
+    rb, _cb = np.nonzero(mb)
+    ra, _ca = np.nonzero(ma)
+    rows = np.concatenate((rb, ra))
+    ages = np.concatenate((age_b, age_a))
+    order = np.argsort(rows, kind="stable")
+    rows, ages = rows[order], ages[order]
+    age_sum = np.zeros(n, np.int64)
+    np.add.at(age_sum, rows, ages)
+    ttl_ok = warm & (n_all > 0)
+    mean_age = _div(age_sum.astype(F), n_all.astype(F), n_all > 0)
+    dd = ages - mean_age[rows]
+    ss = np.bincount(rows, weights=dd * dd, minlength=n)
+    put(np.where(ttl_ok, mean_age / 1e6, 0.0), ttl_ok)
+    put(np.where(ttl_ok, np.sqrt(_div(ss, n_all.astype(F), n_all > 0)) / 1e6, 0.0), ttl_ok)
+    # orderbook volatility (returns), rates, spread volatility
+    if len(oi):
+        vr = _ew_var(r, _ew_mean(r))
+        put(np.where(enough, np.sqrt(vr[at]), 0.0), enough)
+    else:
+        put(np.zeros(n, F), np.zeros(n, bool))
+    put(np.where(warm, n_win / RATE_SECONDS, 0.0), warm)
+    put(np.where(warm, win(ch_b + ch_a) / RATE_SECONDS, 0.0), warm)
+    put(np.where(warm, t_cnt / RATE_SECONDS, 0.0), warm)
+    si = np.nonzero(both)[0]
+    if len(si):
+        sr = spread_rel[si]
+        vs = _ew_var(sr, _ew_mean(sr))
+        at_s, en_s = _at_obs(both, vs, EW_MIN_OBS)
+        put(np.where(en_s, np.sqrt(vs[at_s]), 0.0), en_s)
+    else:
+        put(np.zeros(n, F), np.zeros(n, bool))
+    assert len(cols_out) == N_ORDERBOOK
+    dflt = defaults()
+    for i, (v, valid) in enumerate(cols_out):
+        ok[:, i] = valid
+        out[:, i] = np.where(valid, v, dflt[i])
+    # candles and the candle/indicator channels
+    table_v, table_ok, m0 = _candle_tables(ts, mid, both, trades)
+    if m0 is not None:
+        closed = np.clip(ts // CANDLE_US - m0, 0, len(table_v) - 1)
+        out[:, N_ORDERBOOK:] = table_v[closed]
+        ok[:, N_ORDERBOOK:] = table_ok[closed]
+    else:
+        out[:, N_ORDERBOOK:] = dflt[N_ORDERBOOK:]
+    bad = ~np.isfinite(out)
+    if bad.any():
+        out[bad] = np.broadcast_to(dflt, out.shape)[bad]
+        ok[bad] = False
+    return out, ok
+
+
+def _candle_tables(ts: np.ndarray, mid: np.ndarray, both: np.ndarray, t: TradeArrays
+                   ) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Rows i = the candle and indicator channels after i closed candles (row 0: none)."""
+    bm = ts // CANDLE_US
+    tm = t.ts // CANDLE_US
+    firsts = []
+    if len(tm):
+        firsts.append(int(tm[0]))
+    if both.any():
+        firsts.append(int(bm[np.argmax(both)]))
+    dflt = defaults()[N_ORDERBOOK:]
+    if not firsts:
+        return dflt[None, :], np.zeros((1, len(dflt)), bool), None
+    m0 = min(firsts)
+    kc = max(int(bm[-1]) - m0, 0)  # closed candles needed by the last book
+    rows_v = np.empty((kc + 1, len(dflt)), F)
+    rows_ok = np.zeros((kc + 1, len(dflt)), bool)
+    rows_v[0] = dflt
+    if kc == 0:
+        return rows_v, rows_ok, m0
+    # trades per minute
+    sel = (tm >= m0) & (tm < m0 + kc)
+    mi = (tm[sel] - m0).astype(np.int64)
+    price, qty = t.price[sel], t.qty[sel]
+    cnt = np.bincount(mi, minlength=kc)
+    vol = np.bincount(mi, weights=qty, minlength=kc)
+    notional = np.bincount(mi, weights=price * qty, minlength=kc)
+    to = np.zeros(kc, F)
+    th = np.zeros(kc, F)
+    tl = np.zeros(kc, F)
+    tc = np.zeros(kc, F)
+    if len(mi):
+        u, first = np.unique(mi, return_index=True)
+        last = np.append(first[1:], len(mi)) - 1
+        to[u], tc[u] = price[first], price[last]
+        th[u] = np.maximum.reduceat(price, first)
+        tl[u] = np.minimum.reduceat(price, first)
+    # mids per minute
+    bsel = both & (bm >= m0) & (bm < m0 + kc)
+    bmi = (bm[bsel] - m0).astype(np.int64)
+    mids = mid[bsel]
+    mo = np.zeros(kc, F)
+    mh = np.zeros(kc, F)
+    ml = np.zeros(kc, F)
+    mc = np.zeros(kc, F)
+    has_mid = np.zeros(kc, bool)
+    if len(bmi):
+        u, first = np.unique(bmi, return_index=True)
+        last = np.append(first[1:], len(bmi)) - 1
+        mo[u], mc[u] = mids[first], mids[last]
+        mh[u] = np.maximum.reduceat(mids, first)
+        ml[u] = np.minimum.reduceat(mids, first)
+        has_mid[u] = True
+    has_t = cnt > 0
+    o = np.where(has_t, to, np.where(has_mid, mo, np.nan))
+    h = np.where(has_t, th, mh)
+    lo = np.where(has_t, tl, ml)
+    c = np.where(has_t, tc, np.where(has_mid, mc, np.nan))
+    # flat minutes: forward-fill the previous close
+    filled = ~np.isnan(c)
+    src = np.maximum.accumulate(np.where(filled, np.arange(kc), 0))
+    flat = ~filled
+    c = c[src]
+    o = np.where(flat, c, o)
+    h = np.where(flat, c, h)
+    lo = np.where(flat, c, lo)
+    cf = CandleFeatures()
+    ind = IndicatorState()
+    for i in range(kc):
+        cd = Candle(m0 + i, float(o[i]), float(h[i]), float(lo[i]), float(c[i]),
+                    float(vol[i]), float(notional[i]), int(cnt[i]))
+        cf.on_candle(cd)
+        ind.on_candle(cd)
+        rows_v[i + 1] = cf.values + ind.values
+        rows_ok[i + 1] = cf.valid + ind.valid
+    return rows_v, rows_ok, m0
