@@ -36,12 +36,18 @@ def _payloads(n: int) -> list[tuple[bytes, bytes]]:
     out = []
     for i in range(n):
         sym = symbols[i % len(symbols)]
-        value = orjson.dumps({
-            "schema_version": 1, "exchange": "binance", "symbol": sym, "seq": i,
-            "bid_price": 100.0 + i % 7, "ask_price": 100.5 + i % 7,
-            "bids": [[100.0 - j * 0.1, 1.0 + j] for j in range(5)],
-            "asks": [[100.5 + j * 0.1, 1.0 + j] for j in range(5)],
-        })
+        value = orjson.dumps(
+            {
+                "schema_version": 1,
+                "exchange": "binance",
+                "symbol": sym,
+                "seq": i,
+                "bid_price": 100.0 + i % 7,
+                "ask_price": 100.5 + i % 7,
+                "bids": [[100.0 - j * 0.1, 1.0 + j] for j in range(5)],
+                "asks": [[100.5 + j * 0.1, 1.0 + j] for j in range(5)],
+            }
+        )
         out.append((f"binance:{sym}".encode(), value))
     return out
 
@@ -54,12 +60,18 @@ def bench_kafka(n: int = 200_000) -> dict[str, Any]:
         topic = f"bench.produce.{label}.{uuid.uuid4().hex[:8]}"
         create_topics(settings, [topic], partitions=6)
         if label == "raw":
-            raw = CProducer({
-                "bootstrap.servers": KAFKA, "enable.idempotence": True, "acks": "all",
-                "linger.ms": 5, "compression.type": "lz4", "batch.size": 1_000_000,
-                "queue.buffering.max.messages": 500_000,
-                "queue.buffering.max.kbytes": 512 * 1024,
-            })
+            raw = CProducer(
+                {
+                    "bootstrap.servers": KAFKA,
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 5,
+                    "compression.type": "lz4",
+                    "batch.size": 1_000_000,
+                    "queue.buffering.max.messages": 500_000,
+                    "queue.buffering.max.kbytes": 512 * 1024,
+                }
+            )
             started = time.perf_counter()
             for key, value in msgs:
                 while True:
@@ -86,14 +98,32 @@ def bench_kafka(n: int = 200_000) -> dict[str, Any]:
 def _rows(n: int) -> list[tuple[Any, ...]]:
     base = 1_760_000_000_000_000
     return [
-        ("binance", f"SYM{i % 50}USDT", base + i * 1000, base + i * 1000 + 250,
-         1.5 + (i % 10), 100.5 + (i % 7), 100.0 + (i % 7), 2.5, i)
+        (
+            "binance",
+            f"SYM{i % 50}USDT",
+            base + i * 1000,
+            base + i * 1000 + 250,
+            1.5 + (i % 10),
+            100.5 + (i % 7),
+            100.0 + (i % 7),
+            2.5,
+            i,
+        )
         for i in range(n)
     ]
 
 
-_COLS = ["exchange", "symbol", "timestamp", "local_timestamp", "ask_amount", "ask_price",
-         "bid_price", "bid_amount", "seq"]
+_COLS = [
+    "exchange",
+    "symbol",
+    "timestamp",
+    "local_timestamp",
+    "ask_amount",
+    "ask_price",
+    "bid_price",
+    "bid_amount",
+    "seq",
+]
 
 
 def _make_table(schema: str) -> None:
@@ -123,10 +153,17 @@ def bench_copy(n: int = 200_000) -> dict[str, Any]:
         path = fh.name
     try:
         started = time.perf_counter()
-        subprocess.run(  # noqa: S603 - fixed argv, no shell
-            ["psql", DSN, "-v", "ON_ERROR_STOP=1", "-qc",
-             f'\\copy "{schema}".quotes ({", ".join(_COLS)}) FROM \'{path}\' CSV'],
-            check=True, capture_output=True,
+        subprocess.run(
+            [
+                "psql",
+                DSN,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qc",
+                f"\\copy \"{schema}\".quotes ({', '.join(_COLS)}) FROM '{path}' CSV",
+            ],
+            check=True,
+            capture_output=True,
         )
         results["psql_copy_rows_per_s"] = round(n / (time.perf_counter() - started))
     finally:
@@ -137,13 +174,14 @@ def bench_copy(n: int = 200_000) -> dict[str, Any]:
         schema = f"bench_{uuid.uuid4().hex[:8]}"
         _make_table(schema)
         pool = await create_pool(PostgresSettings(dsn=SecretStr(DSN)))
-        writer = CopyWriter(pool, "quotes", _COLS, schema=schema, conflict_columns=conflict,
-                            batch_size=10_000)
+        writer = CopyWriter(
+            pool, "quotes", _COLS, schema=schema, conflict_columns=conflict, batch_size=10_000
+        )
         await writer.start()
         try:
             started = time.perf_counter()
             for i in range(0, n, 1000):
-                await writer.add_many(rows[i:i + 1000])
+                await writer.add_many(rows[i : i + 1000])
             await writer.flush()
             return n / (time.perf_counter() - started)
         finally:
@@ -155,7 +193,9 @@ def bench_copy(n: int = 200_000) -> dict[str, Any]:
     results["writer_idempotent_rows_per_s"] = round(
         asyncio.run(through_writer(["exchange", "symbol", "seq"]))
     )
-    results["ratio_plain"] = round(results["writer_plain_rows_per_s"] / results["psql_copy_rows_per_s"], 3)
+    results["ratio_plain"] = round(
+        results["writer_plain_rows_per_s"] / results["psql_copy_rows_per_s"], 3
+    )
     results["ratio_idempotent"] = round(
         results["writer_idempotent_rows_per_s"] / results["psql_copy_rows_per_s"], 3
     )

@@ -19,8 +19,17 @@ from typing import Any
 
 import orjson
 
-SECTIONS = ["foundation", "sim", "collector", "features", "strategy", "executor", "api",
-            "backtest", "e2e"]
+SECTIONS = [
+    "foundation",
+    "sim",
+    "collector",
+    "features",
+    "strategy",
+    "executor",
+    "api",
+    "backtest",
+    "e2e",
+]
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -36,10 +45,17 @@ def main(argv: list[str]) -> int:
     wanted = argv or SECTIONS
     report: dict[str, Any] = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,  # noqa: S607
-                              text=True, check=False).stdout.strip(),
+        "machine": {
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip(),
         "sections": {},
     }
     failed = []

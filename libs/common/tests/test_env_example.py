@@ -26,12 +26,16 @@ def _settings_models() -> list[type[BaseSettings]]:
 
 
 def test_every_setting_is_in_env_example():
-    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M))
+    documented = set(
+        re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (ROOT / ".env.example").read_text(), re.M)
+    )
     missing = []
     for model in _settings_models():
         prefix = str(model.model_config.get("env_prefix", ""))
         for name, field in model.model_fields.items():
-            if isinstance(field.default_factory, type) and issubclass(field.default_factory, BaseSettings):
+            if isinstance(field.default_factory, type) and issubclass(
+                field.default_factory, BaseSettings
+            ):
                 continue  # a nested settings model, documented under its own prefix
             env = (prefix + name).upper()
             if env not in documented:

@@ -16,8 +16,13 @@ def test_json_line_carries_trace_id_and_extras():
     token = set_trace_id(tid)
     try:
         record = logging.makeLogRecord(
-            {"name": "x", "levelname": "INFO", "msg": "hello %s", "args": ("world",),
-             "symbol": "BTCUSDT"}
+            {
+                "name": "x",
+                "levelname": "INFO",
+                "msg": "hello %s",
+                "args": ("world",),
+                "symbol": "BTCUSDT",
+            }
         )
         doc = orjson.loads(JsonFormatter("collector").format(record))
     finally:

@@ -53,8 +53,11 @@ def test_out_of_range_number_is_refused(monkeypatch):
 
 def test_sasl_config_reaches_both_clients():
     kafka = KafkaSettings(
-        bootstrap_servers="a:1,b:2", security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="SCRAM-SHA-512", sasl_username="u", sasl_password=SecretStr("p"),
+        bootstrap_servers="a:1,b:2",
+        security_protocol="SASL_PLAINTEXT",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_username="u",
+        sasl_password=SecretStr("p"),
     )
     assert kafka.confluent_config()["sasl.password"] == "p"
     assert kafka.aiokafka_config()["sasl_plain_password"] == "p"

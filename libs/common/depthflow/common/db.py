@@ -40,6 +40,7 @@ def ident(name: str) -> str:
         raise ValueError(f"not a plain SQL identifier: {name!r}")
     return f'"{name}"'
 
+
 # Errors after which the same batch is worth trying again on a fresh connection.
 RETRYABLE = (
     OSError,
@@ -120,8 +121,9 @@ class CopyWriter:
         self.retries = 0
         self._qualified = f"{ident(schema)}.{ident(table)}"
         cols = ", ".join(ident(c) for c in self._columns)
+        # Identifiers only, each checked by ident(); no value is ever formatted into SQL.
         self._insert_sql = (
-            f"INSERT INTO {self._qualified} ({cols}) SELECT {cols} FROM pg_temp.{{tmp}}"
+            f"INSERT INTO {self._qualified} ({cols}) SELECT {cols} FROM pg_temp.{{tmp}}"  # noqa: S608
             + (
                 " ON CONFLICT ({}) DO NOTHING".format(", ".join(ident(c) for c in self._conflict))
                 if self._conflict
@@ -189,8 +191,11 @@ class CopyWriter:
                         if attempt.retry_state.attempt_number % 10 == 2:
                             log.warning(
                                 "PostgreSQL unavailable; retrying batch",
-                                extra={"table": self._table, "rows": len(batch),
-                                       "attempt": attempt.retry_state.attempt_number},
+                                extra={
+                                    "table": self._table,
+                                    "rows": len(batch),
+                                    "attempt": attempt.retry_state.attempt_number,
+                                },
                             )
                     await self._copy(batch)
             # Only now, durable: drop the batch from the buffer and wake waiting writers.

@@ -48,9 +48,17 @@ class HeartbeatPublisher:
 
     async def beat(self) -> None:
         state, ready, detail = self._state()
-        value = Heartbeat(service=self._service, instance=self.instance, state=state,  # type: ignore[arg-type]
-                          ready=ready, detail=detail, ts_us=time.time_ns() // 1000)
-        await self._send(self._topic, STATUS.encode(value), f"{self._service}:{self.instance}".encode())
+        value = Heartbeat(
+            service=self._service,
+            instance=self.instance,
+            state=state,  # type: ignore[arg-type]
+            ready=ready,
+            detail=detail,
+            ts_us=time.time_ns() // 1000,
+        )
+        await self._send(
+            self._topic, STATUS.encode(value), f"{self._service}:{self.instance}".encode()
+        )
 
     async def _loop(self) -> None:
         while True:

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -73,10 +74,8 @@ def delete_topics(settings: KafkaSettings, names: Iterable[str], timeout: float 
     """Delete topics (tests clean up after themselves)."""
     admin = AdminClient(settings.confluent_config())
     for future in admin.delete_topics(list(names), operation_timeout=timeout).values():
-        try:
+        with contextlib.suppress(KafkaException):
             future.result(timeout=timeout)
-        except KafkaException:
-            pass
 
 
 class Producer:
@@ -87,9 +86,7 @@ class Producer:
     as ``ProduceError`` by the next ``produce``/``flush``.
     """
 
-    def __init__(
-        self, settings: KafkaSettings, client_id: str, **overrides: Any
-    ) -> None:
+    def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
         conf: dict[str, Any] = {
             **settings.confluent_config(),
             "client.id": client_id,
@@ -131,9 +128,7 @@ class Producer:
             self._raise_failures()
         while True:
             try:
-                self._producer.produce(
-                    topic, value, key, headers=headers, timestamp=timestamp_ms
-                )
+                self._producer.produce(topic, value, key, headers=headers, timestamp=timestamp_ms)
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -272,8 +267,14 @@ class ConsumerLoop:
         trace_id = trace_from_headers(record.headers)
         raw = record.value
         consumed = Consumed(
-            record.topic, record.partition, record.offset, record.key, raw, raw,
-            record.timestamp, trace_id,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            raw,
+            raw,
+            record.timestamp,
+            trace_id,
         )
         if not self._decode:
             return consumed
@@ -282,8 +283,14 @@ class ConsumerLoop:
         except DecodeError as exc:
             return consumed, str(exc)
         return Consumed(
-            record.topic, record.partition, record.offset, record.key, value, raw,
-            record.timestamp, trace_id or getattr(value, "trace_id", "") or "",
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            value,
+            raw,
+            record.timestamp,
+            trace_id or getattr(value, "trace_id", "") or "",
         )
 
     async def dead_letter(self, message: Consumed, reason: str) -> None:
@@ -304,8 +311,12 @@ class ConsumerLoop:
         self.stats.dead_lettered += 1
         log.warning(
             "dead-lettered message",
-            extra={"topic": message.topic, "partition": message.partition,
-                   "offset": message.offset, "reason": reason[:500]},
+            extra={
+                "topic": message.topic,
+                "partition": message.partition,
+                "offset": message.offset,
+                "reason": reason[:500],
+            },
         )
 
     async def run(

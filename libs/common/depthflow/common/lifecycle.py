@@ -97,6 +97,7 @@ async def run_service(service: Service, drain_timeout: float = 25.0) -> int:
         log.info("service stopping", extra={"service_name": service.name})
         try:
             await asyncio.wait_for(service.stop(), drain_timeout)
-        except asyncio.TimeoutError:
-            log.error("drain timed out", extra={"service_name": service.name,
-                                                "timeout_s": drain_timeout})
+        except TimeoutError:
+            log.error(
+                "drain timed out", extra={"service_name": service.name, "timeout_s": drain_timeout}
+            )

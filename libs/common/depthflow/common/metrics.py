@@ -24,8 +24,22 @@ from prometheus_client import (
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 
 
@@ -41,19 +55,41 @@ class ServiceMetrics:
 
     def counter(self, name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
         """A counter; Prometheus appends ``_total`` to its exposed name."""
-        return Counter(name, doc, labels, namespace=self.namespace, subsystem=self.service,
-                       registry=self.registry)
+        return Counter(
+            name,
+            doc,
+            labels,
+            namespace=self.namespace,
+            subsystem=self.service,
+            registry=self.registry,
+        )
 
     def gauge(self, name: str, doc: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(name, doc, labels, namespace=self.namespace, subsystem=self.service,
-                     registry=self.registry)
+        return Gauge(
+            name,
+            doc,
+            labels,
+            namespace=self.namespace,
+            subsystem=self.service,
+            registry=self.registry,
+        )
 
     def histogram(
-        self, name: str, doc: str, labels: Sequence[str] = (),
+        self,
+        name: str,
+        doc: str,
+        labels: Sequence[str] = (),
         buckets: Sequence[float] = LATENCY_BUCKETS,
     ) -> Histogram:
-        return Histogram(name, doc, labels, namespace=self.namespace, subsystem=self.service,
-                         registry=self.registry, buckets=buckets)
+        return Histogram(
+            name,
+            doc,
+            labels,
+            namespace=self.namespace,
+            subsystem=self.service,
+            registry=self.registry,
+            buckets=buckets,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -95,7 +131,9 @@ class HealthServer:
             await self._runner.cleanup()
 
     async def _serve_metrics(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(
+            body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def _serve_health(self, _request: web.Request) -> web.Response:
         return web.json_response({"status": "alive", "service": self._metrics.service})

@@ -71,7 +71,9 @@ def migrate(dsn: str, schema: str, migrations: list[Migration]) -> list[int]:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (lock_key,))
             try:
-                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+                conn.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
                 conn.execute(
                     sql.SQL(
                         "CREATE TABLE IF NOT EXISTS {}.schema_migrations ("
@@ -110,9 +112,14 @@ def migrate(dsn: str, schema: str, migrations: list[Migration]) -> list[int]:
                             (migration.version, migration.name, migration.checksum),
                         )
                     applied_now.append(migration.version)
-                    log.info("applied migration", extra={"schema": schema,
-                                                         "version": migration.version,
-                                                         "migration": migration.name})
+                    log.info(
+                        "applied migration",
+                        extra={
+                            "schema": schema,
+                            "version": migration.version,
+                            "migration": migration.name,
+                        },
+                    )
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key,))
     except psycopg.OperationalError as exc:

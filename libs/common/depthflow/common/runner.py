@@ -15,10 +15,16 @@ from pathlib import Path
 PROCESSES: list[tuple[str, str, str]] = [
     # (name, module that must exist, command)
     ("sim", "depthflow.sim.cli", "depthflow sim"),
-    ("collector-binance", "depthflow.collector.cli",
-     "depthflow collector --exchange binance --source sim"),
-    ("collector-bybit", "depthflow.collector.cli",
-     "depthflow collector --exchange bybit --source sim"),
+    (
+        "collector-binance",
+        "depthflow.collector.cli",
+        "depthflow collector --exchange binance --source sim",
+    ),
+    (
+        "collector-bybit",
+        "depthflow.collector.cli",
+        "depthflow collector --exchange bybit --source sim",
+    ),
     ("features", "depthflow.features.cli", "depthflow features"),
     ("strategy", "depthflow.strategy.cli", "depthflow strategy"),
     ("executor", "depthflow.executor.cli", "depthflow executor --venue paper"),
@@ -52,8 +58,10 @@ def main() -> int:
     print("depthflow is starting:\n" + "".join(f"  {line}\n" for line in text.splitlines()))
     if _exists("depthflow.api.cli"):
         print(f"API: http://127.0.0.1:{api_port}  (docs at /docs)")
-        print(f"login: {os.environ.get('APP_USERNAME', 'admin')} / the APP_PASSWORD in .env "
-              "(development default: see .env.example)")
+        print(
+            f"login: {os.environ.get('APP_USERNAME', 'admin')} / the APP_PASSWORD in .env "
+            "(development default: see .env.example)"
+        )
     print("Kafka: 127.0.0.1:9092   PostgreSQL: postgresql://depthflow:***@127.0.0.1:5432/depthflow")
     sys.stdout.flush()
     honcho = Path(sys.executable).with_name("honcho")

@@ -244,10 +244,20 @@ FEATURES: Topic[FeatureVector] = Topic("features.v1", FeatureVector, "{exchange}
 SIGNALS: Topic[Signal] = Topic("signals.v1", Signal, "{exchange}:{symbol}", 30 * DAY_MS)
 ORDERS: Topic[OrderEvent] = Topic("orders.v1", OrderEvent, "{exchange}:{symbol}", None)
 CONTROL: Topic[Control] = Topic("control.v1", Control, "{service}", None, compacted=True)
-STATUS: Topic[Heartbeat] = Topic("status.v1", Heartbeat, "{service}:{instance}", None, compacted=True)
+STATUS: Topic[Heartbeat] = Topic(
+    "status.v1", Heartbeat, "{service}:{instance}", None, compacted=True
+)
 
 ALL_TOPICS: tuple[Topic[Any], ...] = (
-    DEPTH_RAW, BOOK, TRADES, HEALTH, FEATURES, SIGNALS, ORDERS, CONTROL, STATUS,
+    DEPTH_RAW,
+    BOOK,
+    TRADES,
+    HEALTH,
+    FEATURES,
+    SIGNALS,
+    ORDERS,
+    CONTROL,
+    STATUS,
 )
 
 

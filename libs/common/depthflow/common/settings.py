@@ -133,6 +133,4 @@ def load_settings(model: type[S], **overrides: Any) -> S:
             loc = ".".join(str(p) for p in err["loc"]) or "(settings)"
             env = (prefix + str(err["loc"][0])).upper() if err["loc"] else prefix
             lines.append(f"  {loc} (env {env}): {err['msg']}")
-        raise ConfigError(
-            f"invalid {model.__name__} settings:\n" + "\n".join(lines)
-        ) from None
+        raise ConfigError(f"invalid {model.__name__} settings:\n" + "\n".join(lines)) from None

@@ -17,12 +17,23 @@ def test_faust_worker_consumes_and_keeps_a_table(kafka_settings, topic_factory, 
     for i in range(10):
         producer.produce(topic, f"v{i}".encode(), key=f"k{i % 2}".encode())
     producer.flush()
-    env = {**os.environ, "FAUST_PROBE_ID": f"probe-{uuid.uuid4().hex[:8]}",
-           "FAUST_PROBE_TOPIC": topic, "FAUST_PROBE_BROKER": kafka_settings.bootstrap_servers,
-           "FAUST_PROBE_COUNT": "10"}
+    env = {
+        **os.environ,
+        "FAUST_PROBE_ID": f"probe-{uuid.uuid4().hex[:8]}",
+        "FAUST_PROBE_TOPIC": topic,
+        "FAUST_PROBE_BROKER": kafka_settings.bootstrap_servers,
+        "FAUST_PROBE_COUNT": "10",
+    }
     app = Path(__file__).parent / "apps" / "faust_probe.py"
-    proc = subprocess.run([sys.executable, str(app)], env=env, cwd=tmp_path,  # noqa: S603
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(app)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     # faust redirects print() to its logger (stderr)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]

@@ -33,8 +33,14 @@ def _rows(n: int, start: int = 0, symbol: str = "BTCUSDT"):
 async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schema):
     pool = await create_pool(pg_settings)
     await _table(pool, fresh_schema)
-    writer = CopyWriter(pool, "quotes", ["symbol", "seq", "bid", "ask"], schema=fresh_schema,
-                        conflict_columns=["symbol", "seq"], batch_size=1000)
+    writer = CopyWriter(
+        pool,
+        "quotes",
+        ["symbol", "seq", "bid", "ask"],
+        schema=fresh_schema,
+        conflict_columns=["symbol", "seq"],
+        batch_size=1000,
+    )
     await writer.start()
     try:
         await writer.add_many(_rows(5000))
@@ -51,8 +57,15 @@ async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schem
 async def test_time_based_flush_without_an_explicit_flush(pg_settings, fresh_schema):
     pool = await create_pool(pg_settings)
     await _table(pool, fresh_schema)
-    writer = CopyWriter(pool, "quotes", ["symbol", "seq", "bid", "ask"], schema=fresh_schema,
-                        conflict_columns=["symbol", "seq"], batch_size=10_000, flush_interval=0.05)
+    writer = CopyWriter(
+        pool,
+        "quotes",
+        ["symbol", "seq", "bid", "ask"],
+        schema=fresh_schema,
+        conflict_columns=["symbol", "seq"],
+        batch_size=10_000,
+        flush_interval=0.05,
+    )
     await writer.start()
     try:
         await writer.add_many(_rows(10))
@@ -81,8 +94,14 @@ def private_postgres(pg_dsn):
     env = {**os.environ, "DEPTHFLOW_LOCAL_DIR": str(local), "PG_PORT": str(port)}
 
     def infra(command: str) -> None:
-        proc = subprocess.run(["bash", str(INFRA_SCRIPT), command], env=env,  # noqa: S603
-                              capture_output=True, text=True, timeout=120, check=False)
+        proc = subprocess.run(
+            ["bash", str(INFRA_SCRIPT), command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr
 
     infra("start-pg")
@@ -96,8 +115,15 @@ async def test_writer_survives_a_postgres_restart_without_loss_or_duplicates(pri
     settings = PostgresSettings(dsn=SecretStr(dsn), pool_max_size=2)
     pool = await create_pool(settings)
     await _table(pool, "restart")
-    writer = CopyWriter(pool, "quotes", ["symbol", "seq", "bid", "ask"], schema="restart",
-                        conflict_columns=["symbol", "seq"], batch_size=200, flush_interval=0.02)
+    writer = CopyWriter(
+        pool,
+        "quotes",
+        ["symbol", "seq", "bid", "ask"],
+        schema="restart",
+        conflict_columns=["symbol", "seq"],
+        batch_size=200,
+        flush_interval=0.02,
+    )
     await writer.start()
     total = 0
 
@@ -128,8 +154,15 @@ async def test_writer_survives_a_postgres_restart_without_loss_or_duplicates(pri
 async def test_back_pressure_bounds_the_buffer(pg_settings, fresh_schema):
     pool = await create_pool(pg_settings)
     await _table(pool, fresh_schema)
-    writer = CopyWriter(pool, "quotes", ["symbol", "seq", "bid", "ask"], schema=fresh_schema,
-                        conflict_columns=["symbol", "seq"], batch_size=100, max_buffered=300)
+    writer = CopyWriter(
+        pool,
+        "quotes",
+        ["symbol", "seq", "bid", "ask"],
+        schema=fresh_schema,
+        conflict_columns=["symbol", "seq"],
+        batch_size=100,
+        max_buffered=300,
+    )
     await writer.start()
     peak = 0
     try:

@@ -15,17 +15,29 @@ from depthflow.common.schemas import Topic, Trade
 
 
 def _trade(symbol: str, n: int) -> dict:
-    return dict(schema_version=1, exchange="binance", symbol=symbol, trade_id=str(n),
-                price=100.0 + n, qty=1.0, side="buy", exchange_ts_us=n, local_ts_us=n)
+    return dict(
+        schema_version=1,
+        exchange="binance",
+        symbol=symbol,
+        trade_id=str(n),
+        price=100.0 + n,
+        qty=1.0,
+        side="buy",
+        exchange_ts_us=n,
+        local_ts_us=n,
+    )
 
 
 def _produce_trades(kafka_settings, topic: str, symbols: list[str], per_symbol: int) -> None:
     producer = Producer(kafka_settings, client_id="test")
     for n in range(per_symbol):
         for symbol in symbols:
-            producer.produce(topic, schemas.TRADES.encode(_trade(symbol, n)),
-                             key=schemas.symbol_key("binance", symbol),
-                             headers=trace_headers(f"trace-{symbol}-{n}"))
+            producer.produce(
+                topic,
+                schemas.TRADES.encode(_trade(symbol, n)),
+                key=schemas.symbol_key("binance", symbol),
+                headers=trace_headers(f"trace-{symbol}-{n}"),
+            )
     producer.flush()
     assert producer.delivered == per_symbol * len(symbols)
 
@@ -34,8 +46,12 @@ async def _loop(kafka_settings, topic, handler, service, group):
     dlq = AsyncProducer(kafka_settings, client_id=service)
     await dlq.start()
     loop = ConsumerLoop(
-        kafka_settings, service=service, group_id=group,
-        topics=[Topic(topic, Trade, "{exchange}:{symbol}")], handler=handler, dlq_producer=dlq,
+        kafka_settings,
+        service=service,
+        group_id=group,
+        topics=[Topic(topic, Trade, "{exchange}:{symbol}")],
+        handler=handler,
+        dlq_producer=dlq,
         max_batch=97,
     )
     await loop.start()
@@ -80,14 +96,22 @@ async def test_crash_before_and_after_the_write_replays_without_duplicates(
     _produce_trades(kafka_settings, topic, ["BTCUSDT", "ETHUSDT"], 300)
     pool = await create_pool(pg_settings)
     await _make_table(pool, fresh_schema)
-    writer = CopyWriter(pool, "trades", ["symbol", "trade_id", "price"], schema=fresh_schema,
-                        conflict_columns=["symbol", "trade_id"], batch_size=50)
+    writer = CopyWriter(
+        pool,
+        "trades",
+        ["symbol", "trade_id", "price"],
+        schema=fresh_schema,
+        conflict_columns=["symbol", "trade_id"],
+        batch_size=50,
+    )
     await writer.start()
     group = f"g-{uuid.uuid4().hex}"
     calls = 0
 
     async def durable(batch: list[Consumed]):
-        await writer.add_many([(m.value.symbol, int(m.value.trade_id), m.value.price) for m in batch])
+        await writer.add_many(
+            [(m.value.symbol, int(m.value.trade_id), m.value.price) for m in batch]
+        )
         await writer.flush()
 
     async def crash_before_write(batch):
@@ -155,8 +179,14 @@ async def test_garbage_goes_to_the_dlq_and_the_consumer_keeps_going(kafka_settin
     dlq_topic = schemas.dlq_topic(service)
     reader_dlq = AsyncProducer(kafka_settings, client_id="reader")
     await reader_dlq.start()
-    reader = ConsumerLoop(kafka_settings, service="reader", group_id=f"g-{uuid.uuid4().hex}",
-                          topics=[dlq_topic], handler=collect, dlq_producer=reader_dlq)
+    reader = ConsumerLoop(
+        kafka_settings,
+        service="reader",
+        group_id=f"g-{uuid.uuid4().hex}",
+        topics=[dlq_topic],
+        handler=collect,
+        dlq_producer=reader_dlq,
+    )
     await reader.start()
     try:
         await reader.run(max_messages=2, idle_timeout=20)

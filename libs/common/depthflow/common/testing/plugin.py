@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+
 import psycopg
 import pytest
 from psycopg import sql

@@ -26,7 +26,9 @@ def eventually(
         except AssertionError as exc:
             last = exc
         if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout}s: {what or condition!r}; last: {last!r}")
+            raise AssertionError(
+                f"not true within {timeout}s: {what or condition!r}; last: {last!r}"
+            )
         time.sleep(interval)
 
 
@@ -48,5 +50,7 @@ async def eventually_async(
         except AssertionError as exc:
             last = exc
         if time.monotonic() >= deadline:
-            raise AssertionError(f"not true within {timeout}s: {what or condition!r}; last: {last!r}")
+            raise AssertionError(
+                f"not true within {timeout}s: {what or condition!r}; last: {last!r}"
+            )
         await asyncio.sleep(interval)

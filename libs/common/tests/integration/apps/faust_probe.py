@@ -9,8 +9,13 @@ import faust
 APP_ID = os.environ["FAUST_PROBE_ID"]
 EXPECTED = int(os.environ.get("FAUST_PROBE_COUNT", "10"))
 
-app = faust.App(APP_ID, broker=f"kafka://{os.environ['FAUST_PROBE_BROKER']}", store="memory://",
-                topic_partitions=3, web_enabled=False)
+app = faust.App(
+    APP_ID,
+    broker=f"kafka://{os.environ['FAUST_PROBE_BROKER']}",
+    store="memory://",
+    topic_partitions=3,
+    web_enabled=False,
+)
 source = app.topic(os.environ["FAUST_PROBE_TOPIC"], value_serializer="raw", key_serializer="raw")
 counts = app.Table("counts", default=int, partitions=3)
 seen: list[bytes] = []
