@@ -12,23 +12,25 @@ import os
 import sys
 from pathlib import Path
 
+# Each service's /metrics, /healthz and /readyz port (HTTP_PORT) is fixed here so the local
+# Prometheus config knows where to scrape; `exec` lets honcho's SIGTERM reach the service.
 PROCESSES: list[tuple[str, str, str]] = [
     # (name, module that must exist, command)
-    ("sim", "depthflow.sim.cli", "depthflow sim"),
+    ("sim", "depthflow.sim.cli", "exec depthflow sim --port 8090"),
     (
         "collector-binance",
         "depthflow.collector.cli",
-        "depthflow collector --exchange binance --source sim",
+        "HTTP_PORT=9101 exec depthflow collector --exchange binance --source sim",
     ),
     (
         "collector-bybit",
         "depthflow.collector.cli",
-        "depthflow collector --exchange bybit --source sim",
+        "HTTP_PORT=9102 exec depthflow collector --exchange bybit --source sim",
     ),
-    ("features", "depthflow.features.cli", "depthflow features"),
-    ("strategy", "depthflow.strategy.cli", "depthflow strategy"),
-    ("executor", "depthflow.executor.cli", "depthflow executor --venue paper"),
-    ("api", "depthflow.api.cli", "depthflow api"),
+    ("features", "depthflow.features.cli", "HTTP_PORT=9103 exec depthflow features"),
+    ("strategy", "depthflow.strategy.cli", "HTTP_PORT=9104 exec depthflow strategy"),
+    ("executor", "depthflow.executor.cli", "HTTP_PORT=9105 exec depthflow executor --venue paper"),
+    ("api", "depthflow.api.cli", "exec depthflow api"),
 ]
 
 
