@@ -56,13 +56,16 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def root(
+        ctx: typer.Context,
         log_level: str = typer.Option("INFO", envvar="LOG_LEVEL", help="DEBUG, INFO, WARNING"),
         log_json: bool = typer.Option(True, envvar="LOG_JSON", help="JSON log lines"),
     ) -> None:
         """depthflow: live crypto order books to trading decisions."""
         from depthflow.common.logging import configure_logging
 
-        configure_logging(service="depthflow", level=log_level, json=log_json)
+        configure_logging(
+            service=ctx.invoked_subcommand or "depthflow", level=log_level, json=log_json
+        )
 
     @app.command("migrate")
     def migrate_command(
