@@ -30,7 +30,10 @@ infra-down:  ## stop them
 migrate: install infra-up  ## apply every service's migrations
 	$(BIN)/depthflow migrate
 
-test: install infra-up  ## unit + integration tests against real Kafka and PostgreSQL
+tools:  ## test tools: promtool (Debian prometheus), kustomize (Go module proxy)
+	@deploy/tools.sh
+
+test: install infra-up tools  ## unit + integration tests against real Kafka and PostgreSQL
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 test-unit: install  ## fast tests only (no broker, no database)
@@ -48,4 +51,4 @@ run: install infra-up  ## start infra and every service in the foreground (Ctrl-
 	$(BIN)/depthflow migrate
 	$(BIN)/python -m depthflow.common.runner
 
-.PHONY: help install lock infra-up infra-down migrate test test-unit lint bench run
+.PHONY: help install lock tools infra-up infra-down migrate test test-unit lint bench run

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from depthflow.executor.fills import (
     BookSnapshot,
     Fill,
@@ -17,8 +20,6 @@ from depthflow.executor.fills import (
     TradePrint,
 )
 from depthflow.executor.fsm import OrderState
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 CFG = FillModelConfig(submit_latency_us=10_000, cancel_latency_us=10_000,
                       maker_fee_rate=0.0002, taker_fee_rate=0.001)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from depthflow.executor.fsm import (
     ORDER_OPEN_STATES,
     ORDER_TERMINAL_STATES,
@@ -21,8 +24,6 @@ from depthflow.executor.fsm import (
     event_for_state,
     venue_order_state,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 MACHINES = [OrderFsm, PositionFsm]
 

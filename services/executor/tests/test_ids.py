@@ -5,14 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from depthflow.executor.ids import (
     BINANCE_CLIENT_ID_RE,
     client_order_id,
     is_own_client_order_id,
     is_valid_for_venues,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 @settings(max_examples=200, deadline=None)
@@ -35,7 +36,7 @@ def test_stable_across_processes() -> None:
     """No per-process salt (e.g. hash randomisation): a restart maps to the same id."""
     code = ("from depthflow.executor.ids import client_order_id;"
             "print(client_order_id('3f2a-signal'))")
-    out = subprocess.run(  # noqa: S603 - fixed argv: this interpreter and a literal
+    out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, env={"PYTHONHASHSEED": "random"}).stdout.strip()
     assert out == client_order_id("3f2a-signal")

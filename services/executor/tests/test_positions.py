@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from depthflow.executor.positions import FillKind, Position, PositionFill
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from depthflow.executor.positions import FillKind, Position, PositionFill
 
 
 def test_open_increase_reduce_flip_close() -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from depthflow.executor.ids import client_order_id
 from depthflow.executor.risk import (
     OrderIntent,
@@ -19,8 +22,6 @@ from depthflow.executor.risk import (
     size_order,
     total_exposure,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 LIMITS = RiskLimits()  # the seed's 5 positions / 10000 USDT / 5 USDT
 SPEC = SymbolSpec("BTCUSDT", tick_size=0.1, lot_size=0.001, min_qty=0.001, min_notional=5.0)
