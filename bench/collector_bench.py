@@ -3,9 +3,11 @@
 Measured: ``FeedProcessor.on_frame`` on realistic Binance USD-M combined-stream depth frames
 (10 levels each, a valid U/u/pu chain, the book synced from a snapshot first), publishing
 md.depth.raw + md.book (top 20) through the common idempotent ``Producer`` to a real broker,
-metrics on. Ceiling, same run, same bytes: ``orjson.loads`` of each frame + a raw
-confluent-kafka ``produce`` of it with the same producer settings. Both include the final
-flush. Target: ≥ 20,000 msg/s and ≥ 0.5 of the ceiling.
+metrics on (including ``flush_metrics``, which the service runs every 100 ms). Ceiling,
+same run, same bytes: ``orjson.loads`` of each frame + as many raw confluent-kafka
+``produce`` calls per frame as the collector makes per depth update (2: the md.depth.raw
+and md.book messages — here the frame's own bytes, to two topics) with the same producer
+settings. Both include the final flush. Target: ≥ 20,000 msg/s and ≥ 0.5 of the ceiling.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer as CProducer
+
 from depthflow.collector.feed import FeedProcessor, TopicNames
 from depthflow.collector.metrics import CollectorMetrics
 from depthflow.common.kafka import Producer, create_topics, delete_topics
@@ -26,6 +29,8 @@ from depthflow.common.settings import KafkaSettings
 
 KAFKA = os.environ.get("DEPTHFLOW_TEST_KAFKA", "127.0.0.1:9092")
 N = int(os.environ.get("COLLECTOR_BENCH_MESSAGES", "60000"))
+ROUNDS = int(os.environ.get("COLLECTOR_BENCH_ROUNDS", "3"))
+PRODUCES_PER_UPDATE = 2  # md.depth.raw + md.book, in the collector and in the ceiling
 
 
 def make_frames(n: int, seed: int = 1) -> tuple[bytes, list[bytes]]:
@@ -67,32 +72,35 @@ def run() -> dict[str, Any]:
     tag = uuid.uuid4().hex[:8]
     topics = TopicNames(f"bench.raw.{tag}", f"bench.book.{tag}", f"bench.trades.{tag}",
                         f"bench.health.{tag}", f"bench.dlq.{tag}")
-    ceiling_topic = f"bench.ceiling.{tag}"
+    ceiling_topics = (f"bench.ceiling-raw.{tag}", f"bench.ceiling-book.{tag}")
     names = [topics.depth_raw, topics.book, topics.trades, topics.health, topics.dlq,
-             ceiling_topic]
+             *ceiling_topics]
     create_topics(kafka, names, partitions=1)
     snap, frames = make_frames(N)
-    try:
-        # ceiling: parse + raw produce of the same bytes
+    key = b"binance:BTCUSDT"
+
+    def ceiling_run() -> float:
+        # parse + raw produce of the same bytes, once per message the collector publishes
+        # for a depth update (md.depth.raw + md.book)
         raw = CProducer(_producer_conf(kafka))
-        key = b"binance:BTCUSDT"
         started = time.perf_counter()
         for i, frame in enumerate(frames):
             orjson.loads(frame)
-            while True:
-                try:
-                    raw.produce(ceiling_topic, frame, key)
-                    break
-                except BufferError:
-                    raw.poll(0.01)
+            for topic in ceiling_topics:
+                while True:
+                    try:
+                        raw.produce(topic, frame, key)
+                        break
+                    except BufferError:
+                        raw.poll(0.01)
             if not i & 1023:
                 raw.poll(0)
         raw.flush(60)
-        ceiling_s = time.perf_counter() - started
+        return time.perf_counter() - started
 
-        # measured: the collector's path
+    def collector_run(n: int) -> float:
         producer = Producer(kafka, client_id="bench-collector")
-        metrics = CollectorMetrics(ServiceMetrics("collector_bench"), "binance")
+        metrics = CollectorMetrics(ServiceMetrics(f"collector_bench_{n}"), "binance")
         feed = FeedProcessor("binance", ["BTCUSDT"], producer, topics, metrics=metrics)
         feed.on_snapshot_body("BTCUSDT", snap, "rest", 0)
         on_frame = feed.on_frame
@@ -101,20 +109,33 @@ def run() -> dict[str, Any]:
             on_frame(frame, "bench", 1_758_365_738_000_000 + i)
             if not i & 1023:
                 producer.poll(0)
+                feed.flush_metrics()
+        feed.flush_metrics()
         producer.flush(60)
-        measured_s = time.perf_counter() - started
+        elapsed = time.perf_counter() - started
         assert feed.stats.applied == N, feed.stats
         assert feed.stats.gaps == 0 and feed.stats.parse_errors == 0
+        return elapsed
+
+    try:
+        # interleaved rounds, best of each: the machine is shared, so a single pair of runs
+        # mostly measures the neighbours
+        ceiling_s = measured_s = float("inf")
+        for n in range(ROUNDS):
+            ceiling_s = min(ceiling_s, ceiling_run())
+            measured_s = min(measured_s, collector_run(n))
     finally:
         delete_topics(kafka, names)
     measured = N / measured_s
     ceiling = N / ceiling_s
     return {
         "messages": N,
+        "rounds": ROUNDS,
         "depth_msgs_per_s": round(measured),
         "ceiling_msgs_per_s": round(ceiling),
         "ratio_to_ceiling": round(measured / ceiling, 3),
-        "kafka_messages_per_depth_msg": 2,
+        "kafka_messages_per_depth_msg": PRODUCES_PER_UPDATE,
+        "ceiling_counts": "orjson.loads + 2 raw produces (same frame bytes) per depth message",
         "target": {"msgs_per_s": 20_000, "ratio": 0.5},
         "meets_target": measured >= 20_000 and measured / ceiling >= 0.5,
     }

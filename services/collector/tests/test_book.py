@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from depthflow.collector.book import LocalBook
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from depthflow.collector.book import LocalBook
 
 prices = st.integers(min_value=1, max_value=60).map(lambda i: i / 4)
 qtys = st.sampled_from([0.0, 0.0, 0.5, 1.0, 2.25, 7.0])

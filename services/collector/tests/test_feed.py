@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-from depthflow.collector.feed import FeedProcessor, TopicNames
-from depthflow.common import schemas
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from depthflow.collector.feed import FeedProcessor, TopicNames
+from depthflow.common import schemas
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from depthflow.collector.events import ControlMessage, DepthUpdate, ParseError, TradeEvent
 from depthflow.collector.parsers import (
     MAX_LEVELS,
@@ -16,8 +19,6 @@ from depthflow.collector.parsers import (
     parse_bybit_frame,
     parse_bybit_snapshot,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 GOLDEN = Path(__file__).parent / "golden"
 

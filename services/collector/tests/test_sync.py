@@ -12,10 +12,11 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from depthflow.collector.events import DepthUpdate
-from depthflow.collector.sync import BinanceBookSync, BybitBookSync, Outcome, SyncState
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from depthflow.collector.events import DepthUpdate
+from depthflow.collector.sync import BinanceBookSync, BybitBookSync, Outcome, SyncState
 
 
 @dataclass

@@ -20,6 +20,8 @@ import time
 from typing import Any
 
 import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
 from depthflow.collector.config import CollectorSettings
 from depthflow.collector.connection import ConnectionGroup, WsConnection
 from depthflow.collector.feed import FeedProcessor, TopicNames, now_us
@@ -29,13 +31,49 @@ from depthflow.common.lifecycle import Service
 from depthflow.common.metrics import HealthServer, ServiceMetrics
 from depthflow.common.schemas import BOOK, DEPTH_RAW, HEALTH, TRADES, Topic, dlq_topic
 from depthflow.common.settings import HttpSettings, KafkaSettings, PostgresSettings
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 log = logging.getLogger(__name__)
 
 
 class SnapshotUnavailable(Exception):
     """A REST snapshot request failed; retried with backoff."""
+
+
+async def open_sink(
+    exit_stack: contextlib.AsyncExitStack,
+    settings: CollectorSettings,
+    kafka: KafkaSettings,
+    postgres: PostgresSettings,
+    metrics: CollectorMetrics,
+) -> tuple[Any, Any]:
+    """Migrations, the asyncpg pool, the day partitions and a started ``BookSink``; every
+    resource's release is pushed on ``exit_stack``. Returns (pool, sink)."""
+    from depthflow.collector.sink import BookSink, ensure_partitions
+    from depthflow.common.db import create_pool
+    from depthflow.common.migrations import load_migrations, migrate
+
+    s = settings
+    await asyncio.to_thread(
+        migrate, postgres.dsn.get_secret_value(), s.db_schema,
+        load_migrations("depthflow.collector"),
+    )
+    pool = await create_pool(postgres)
+    exit_stack.push_async_callback(pool.close)
+    today = dt.datetime.now(dt.UTC).date()
+    await ensure_partitions(pool, s.db_schema, today - dt.timedelta(days=1),
+                            s.partitions_ahead_days + 1)
+    dlq = AsyncProducer(kafka, client_id="collector-dlq")
+    await dlq.start()
+    exit_stack.push_async_callback(dlq.stop)
+    sink = BookSink(
+        kafka, pool, schema=s.db_schema, book_topic=s.topic_book,
+        health_topic=s.topic_health, group_id=s.db_group_id, dlq_producer=dlq,
+        metrics=metrics, batch_size=s.db_batch_size, max_buffered=s.db_max_buffered,
+        session_timeout_ms=s.db_session_timeout_ms,
+    )
+    await sink.start()
+    exit_stack.push_async_callback(sink.stop)
+    return pool, sink
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
@@ -114,32 +152,10 @@ class CollectorService(Service):
             self.producer.flush(30)
 
     async def _start_sink(self) -> None:
-        from depthflow.collector.sink import BookSink, ensure_partitions
-        from depthflow.common.db import create_pool
-        from depthflow.common.migrations import load_migrations, migrate
-
         if self.postgres is None:
             raise ValueError("write_db needs PostgreSQL settings")
-        s = self.settings
-        await asyncio.to_thread(
-            migrate, self.postgres.dsn.get_secret_value(), s.db_schema,
-            load_migrations("depthflow.collector"),
-        )
-        self.pool = await create_pool(self.postgres)
-        self.exit_stack.push_async_callback(self.pool.close)
-        today = dt.datetime.now(dt.UTC).date()
-        await ensure_partitions(self.pool, s.db_schema, today - dt.timedelta(days=1),
-                                s.partitions_ahead_days + 1)
-        dlq = AsyncProducer(self.kafka, client_id="collector-dlq")
-        await dlq.start()
-        self.exit_stack.push_async_callback(dlq.stop)
-        self.sink = BookSink(
-            self.kafka, self.pool, schema=s.db_schema, book_topic=self.topics.book,
-            health_topic=self.topics.health, group_id=s.db_group_id, dlq_producer=dlq,
-            metrics=self.metrics, batch_size=s.db_batch_size, max_buffered=s.db_max_buffered,
-        )
-        await self.sink.start()
-        self.exit_stack.push_async_callback(self.sink.stop)
+        self.pool, self.sink = await open_sink(
+            self.exit_stack, self.settings, self.kafka, self.postgres, self.metrics)
 
     async def on_stop(self) -> None:
         self._stop.set()
@@ -297,6 +313,7 @@ class CollectorService(Service):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.1)
             self.producer.poll(0)
+            feed.flush_metrics()
             now = time.monotonic()
             self.metrics.synced_books.labels(s.exchange).set(
                 sum(1 for x in feed.syncs.values() if x.synced))
@@ -363,3 +380,49 @@ class CollectorService(Service):
             assert self.producer is not None
             await asyncio.to_thread(self.producer.flush, 30)
         return feed.stats.frames - start_frames
+
+
+class SinkService(Service):
+    """Only the md.book/md.health → PostgreSQL sink, as its own process
+    (``depthflow collector sink``): scale or restart it apart from the WebSockets, or run
+    it in burst mode (``idle_timeout``) to drain what the topics still hold."""
+
+    name = "collector-sink"
+
+    def __init__(
+        self,
+        settings: CollectorSettings,
+        kafka: KafkaSettings,
+        postgres: PostgresSettings,
+        http: HttpSettings | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.kafka = kafka
+        self.postgres = postgres
+        self.http = http or HttpSettings()
+        self.metrics = CollectorMetrics(ServiceMetrics("collector_sink"), settings.exchange)
+        self.sink: Any = None
+        self.pool: Any = None
+
+    async def on_start(self) -> None:
+        health = HealthServer(self.metrics.service, self.http.host, self.http.port,
+                              lambda: self.ready)
+        await health.start()
+        self.exit_stack.push_async_callback(health.stop)
+        self.pool, self.sink = await open_sink(
+            self.exit_stack, self.settings, self.kafka, self.postgres, self.metrics)
+        self.metrics.service.up.set(1)
+
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> int:
+        """Write until ``stop``, ``max_messages`` consumed, or ``idle_timeout`` silent
+        seconds (burst mode: drain and return). ``start`` already waited for the group to
+        assign partitions, so the idle clock does not run during the join."""
+        assert self.sink is not None
+        return int(await self.sink.loop.run(stop, max_messages=max_messages,
+                                            idle_timeout=idle_timeout))

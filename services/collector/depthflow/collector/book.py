@@ -2,6 +2,9 @@
 
 Each side is a dict (price → qty) plus an ascending list of its prices kept sorted with
 ``bisect``; inserting or removing a level is a C-level memmove, top-N is a list slice.
+``bids_top_dirty``/``asks_top_dirty`` say whether a change since the reader last cleared
+them could have touched that side's best ``watch_levels`` levels, so a publisher can reuse
+its rendering of the top levels when an update only moved deep levels.
 Pure logic, no I/O.
 """
 
@@ -11,24 +14,30 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable
 
 Level = tuple[float, float]
+_INF = float("inf")
 
 
 class LocalBook:
     """One symbol's L2 book. Quantities are absolute; a zero quantity removes the level."""
 
-    __slots__ = ("_ask_prices", "_bid_prices", "asks", "bids")
+    __slots__ = ("_ask_prices", "_bid_prices", "asks", "asks_top_dirty", "bids",
+                 "bids_top_dirty", "watch_levels")
 
-    def __init__(self) -> None:
+    def __init__(self, watch_levels: int = 20) -> None:
         self.bids: dict[float, float] = {}
         self.asks: dict[float, float] = {}
         self._bid_prices: list[float] = []  # ascending; best bid is the last
         self._ask_prices: list[float] = []  # ascending; best ask is the first
+        self.watch_levels = watch_levels
+        self.bids_top_dirty = True
+        self.asks_top_dirty = True
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
         self._bid_prices.clear()
         self._ask_prices.clear()
+        self.bids_top_dirty = self.asks_top_dirty = True
 
     def load(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Replace the whole book with a snapshot (a repeated price: the last one wins;
@@ -37,6 +46,7 @@ class LocalBook:
         self.asks = {p: q for p, q in dict(asks).items() if q > 0.0}
         self._bid_prices = sorted(self.bids)
         self._ask_prices = sorted(self.asks)
+        self.bids_top_dirty = self.asks_top_dirty = True
 
     @staticmethod
     def _apply_side(levels: list[Level], side: dict[float, float], prices: list[float]) -> None:
@@ -51,10 +61,26 @@ class LocalBook:
 
     def apply(self, bids: list[Level], asks: list[Level]) -> None:
         """Apply one diff. Removing a level that is not in the book is normal (a no-op)."""
+        n = self.watch_levels
         if bids:
-            self._apply_side(bids, self.bids, self._bid_prices)
+            prices = self._bid_prices
+            # a change at or above the n-th best bid (as it was before) can alter the top n
+            if not self.bids_top_dirty:
+                floor = prices[-n] if len(prices) >= n else -1.0
+                for price, _ in bids:
+                    if price >= floor:
+                        self.bids_top_dirty = True
+                        break
+            self._apply_side(bids, self.bids, prices)
         if asks:
-            self._apply_side(asks, self.asks, self._ask_prices)
+            prices = self._ask_prices
+            if not self.asks_top_dirty:
+                ceiling = prices[n - 1] if len(prices) >= n else _INF
+                for price, _ in asks:
+                    if price <= ceiling:
+                        self.asks_top_dirty = True
+                        break
+            self._apply_side(asks, self.asks, prices)
 
     def best_bid(self) -> Level | None:
         if not self._bid_prices:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from depthflow.common.settings import settings_config
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode
+
+from depthflow.common.settings import settings_config
 
 Source = Literal["sim", "binance", "binance-testnet", "bybit", "bybit-testnet"]
 ExchangeName = Literal["binance", "bybit"]
@@ -68,6 +69,9 @@ class CollectorSettings(BaseSettings):
     db_group_id: str = "collector-db"
     db_batch_size: int = Field(default=5000, ge=1)
     db_max_buffered: int = Field(default=200_000, ge=1)
+    # a consumer killed without leaving the group holds its partitions this long
+    # (the broker's group.min.session.timeout.ms, 6 s by default, is the floor)
+    db_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     partitions_ahead_days: int = Field(default=2, ge=0, le=60)
 
     @field_validator("symbols", mode="before")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
+
 from depthflow.collector.events import ControlMessage, DepthUpdate, ParseError, TradeEvent
 from depthflow.collector.metrics import CollectorMetrics
 from depthflow.collector.parsers import (
@@ -125,8 +126,16 @@ class FeedProcessor:
         self.last_book_id: dict[str, int] = {}
         self._trace_prefix = os.urandom(8).hex()
         self._trace_n = 0
+        # hot-path caches: the rendered top-N of each side (reused while the book's top N
+        # is untouched), plain-int metric counts (handed to Prometheus by flush_metrics)
+        self._bids_json: dict[str, orjson.Fragment] = {}
+        self._asks_json: dict[str, orjson.Fragment] = {}
+        self._received_n: dict[str, int] = {}
+        self._applied_n: dict[str, int] = {}
+        self._raw_head: dict[tuple[str, str, str], bytes] = {}
         # the frame being handled (read by the on_applied callback)
         self._recv_us = 0
+        self._now = time.monotonic()
         self._trace = ""
         for symbol in symbols:
             self._add_symbol(symbol, reorder_window)
@@ -136,7 +145,10 @@ class FeedProcessor:
             self._publish_book(_s, update, prev_id)
 
         cls = BinanceBookSync if self.exchange == "binance" else BybitBookSync
-        self.syncs[symbol] = cls(symbol, on_applied, reorder_window)
+        sync = self.syncs[symbol] = cls(symbol, on_applied, reorder_window)
+        sync.book.watch_levels = self.book_levels
+        self._received_n[symbol] = 0
+        self._applied_n[symbol] = 0
         self._keys[symbol] = f"{self.exchange}:{symbol}".encode()
         self.last_event_monotonic[symbol] = time.monotonic()
 
@@ -185,12 +197,11 @@ class FeedProcessor:
         self.stats.depth_updates += 1
         key = self._keys[symbol]
         self._publish_raw(key, update.exchange, symbol, kind, conn_id, recv_us, frame)
+        self._received_n[symbol] += 1
         metrics = self.metrics
-        if metrics is not None:
-            metrics.received_for(symbol, "depth").inc()
-            if update.exchange_ts_us and kind == "ws":
-                metrics.latency.observe(max(0.0, (recv_us - update.exchange_ts_us) / 1e6))
-        self.last_event_monotonic[symbol] = time.monotonic()
+        if metrics is not None and update.exchange_ts_us and kind == "ws":
+            metrics.latency.observe(max(0.0, (recv_us - update.exchange_ts_us) / 1e6))
+        self._now = self.last_event_monotonic[symbol] = time.monotonic()
         self._recv_us = recv_us
         self._trace_n += 1
         self._trace = f"{self._trace_prefix}{self._trace_n:016x}"
@@ -262,19 +273,26 @@ class FeedProcessor:
         frame: Frame,
     ) -> None:
         payload = frame if isinstance(frame, str) else bytes(frame).decode("utf-8")
-        self.publisher.produce(self.topics.depth_raw, orjson.dumps({
-            "schema_version": 1, "exchange": exchange, "symbol": symbol, "kind": kind,
-            "conn_id": conn_id, "recv_ts_us": recv_us, "payload": payload,
-        }), key)
+        # The same JSON object orjson.dumps of the dict would give, without building the
+        # dict: a cached head per (symbol, kind, connection), then the two variable fields.
+        head_key = (symbol, kind, conn_id)
+        head = self._raw_head.get(head_key)
+        if head is None:
+            if len(self._raw_head) > 10_000:
+                self._raw_head.clear()
+            head = self._raw_head[head_key] = orjson.dumps({
+                "schema_version": 1, "exchange": exchange, "symbol": symbol, "kind": kind,
+                "conn_id": conn_id})[:-1] + b',"recv_ts_us":'
+        self.publisher.produce(
+            self.topics.depth_raw,
+            b"%s%d,\"payload\":%s}" % (head, recv_us, orjson.dumps(payload)), key)
 
     def _publish_book(self, symbol: str, update: DepthUpdate, prev_id: int) -> None:
-        sync = self.syncs[symbol]
-        book = sync.book
+        book = self.syncs[symbol].book
         self.stats.applied += 1
-        metrics = self.metrics
-        if metrics is not None:
-            metrics.applied_for(symbol).inc()
-            metrics.touch(symbol, time.monotonic())
+        self._applied_n[symbol] += 1
+        if self.metrics is not None:
+            self.metrics.touch(symbol, self._now)
         tob = book.top_of_book()
         if tob is None:
             return  # a side is empty: nothing to quote, nothing published
@@ -282,17 +300,41 @@ class FeedProcessor:
         if changed:
             self._tob[symbol] = tob
             self.stats.tob_changes += 1
-        n = self.book_levels
+        # render each side's top N only when the book says it may have changed
+        if book.bids_top_dirty or symbol not in self._bids_json:
+            self._bids_json[symbol] = orjson.Fragment(
+                orjson.dumps(book.top_bids(self.book_levels)))
+            book.bids_top_dirty = False
+        if book.asks_top_dirty or symbol not in self._asks_json:
+            self._asks_json[symbol] = orjson.Fragment(
+                orjson.dumps(book.top_asks(self.book_levels)))
+            book.asks_top_dirty = False
+        trace = self._trace
         self.publisher.produce(self.topics.book, orjson.dumps({
             "schema_version": 1, "exchange": self.exchange, "symbol": symbol,
             "seq": update.last_id, "prev_seq": prev_id,
             "exchange_ts_us": update.exchange_ts_us, "local_ts_us": self._recv_us,
             "bid_price": tob[0], "bid_qty": tob[1], "ask_price": tob[2], "ask_qty": tob[3],
-            "bids": book.top_bids(n), "asks": book.top_asks(n),
-            "trace_id": self._trace, "cross_seq": update.seq, "tob_changed": changed,
-        }), self._keys[symbol], [(TRACE_HEADER, self._trace.encode())])
+            "bids": self._bids_json[symbol], "asks": self._asks_json[symbol],
+            "trace_id": trace, "cross_seq": update.seq, "tob_changed": changed,
+        }), self._keys[symbol], [(TRACE_HEADER, trace.encode())])
         self.stats.books_published += 1
         self.last_book_id[symbol] = update.seq or update.last_id
+
+    def flush_metrics(self) -> None:
+        """Hand the per-symbol counts kept as plain ints on the hot path to Prometheus
+        (the service calls this every 100 ms; a scrape lags by at most that)."""
+        metrics = self.metrics
+        if metrics is None:
+            return
+        for symbol, n in self._received_n.items():
+            if n:
+                metrics.received_for(symbol, "depth").inc(n)
+                self._received_n[symbol] = 0
+        for symbol, n in self._applied_n.items():
+            if n:
+                metrics.applied_for(symbol).inc(n)
+                self._applied_n[symbol] = 0
 
     def health(self, symbol: str, kind: str, detail: str = "", conn_id: str = "") -> None:
         """Publish one book-health event."""

@@ -21,6 +21,7 @@ import re
 from typing import Any
 
 import orjson
+
 from depthflow.collector.events import ControlMessage, DepthUpdate, Level, ParseError, TradeEvent
 
 MAX_FRAME_BYTES = 4 * 1024 * 1024

@@ -20,8 +20,10 @@ from typing import Any
 
 import asyncpg
 import orjson
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
 from depthflow.collector.metrics import CollectorMetrics
-from depthflow.common.db import CopyWriter, ident
+from depthflow.common.db import RETRYABLE, CopyWriter, ident
 from depthflow.common.kafka import AsyncProducer, Consumed, ConsumerLoop
 from depthflow.common.schemas import Book, Health, Topic
 from depthflow.common.settings import KafkaSettings
@@ -84,6 +86,7 @@ class BookSink:
         metrics: CollectorMetrics | None = None,
         batch_size: int = 5000,
         max_buffered: int = 200_000,
+        session_timeout_ms: int = 10_000,
     ) -> None:
         self._pool = pool
         self._schema = schema
@@ -110,6 +113,8 @@ class BookSink:
             dlq_producer=dlq_producer,
             decode=False,
             max_batch=5000,
+            session_timeout_ms=session_timeout_ms,
+            heartbeat_interval_ms=max(100, session_timeout_ms // 4),
         )
 
     async def start(self) -> None:
@@ -126,7 +131,14 @@ class BookSink:
         days = {r[2] // DAY_US for r in rows} - self._days_ready
         for day in sorted(days):
             first = dt.date(1970, 1, 1) + dt.timedelta(days=day)
-            await ensure_partitions(self._pool, self._schema, first, 0)
+            # like the COPY itself, wait out a PostgreSQL outage instead of failing the sink
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(RETRYABLE),
+                wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
+                reraise=True,
+            ):
+                with attempt:
+                    await ensure_partitions(self._pool, self._schema, first, 0)
             self._days_ready.add(day)
 
     async def _handle(self, batch: list[Consumed]) -> Sequence[tuple[Consumed, str]]:

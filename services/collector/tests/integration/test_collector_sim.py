@@ -17,12 +17,13 @@ import aiohttp
 import orjson
 import psycopg
 import pytest
+from psycopg import sql
+
 from depthflow.collector.app import CollectorService
 from depthflow.collector.config import CollectorSettings
 from depthflow.common import schemas
 from depthflow.common.settings import KafkaSettings, PostgresSettings
 from depthflow.common.testing import eventually_async
-from psycopg import sql
 
 from .conftest import read_topic
 
