@@ -16,6 +16,11 @@ import time
 
 import asyncpg
 import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from depthflow.api.auth import IpThrottle, Passwords, TokenService
 from depthflow.api.config import Settings
 from depthflow.api.control import ControlWriter
@@ -31,10 +36,6 @@ from depthflow.common.kafka import AsyncProducer, create_topics
 from depthflow.common.lifecycle import Service
 from depthflow.common.logging import new_trace_id, set_trace_id
 from depthflow.common.migrations import load_migrations, migrate
-from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 TRACE_HEADER = "x-trace-id"
@@ -167,7 +168,9 @@ class ApiService(Service):
             users=users,
             user_cache=UserCache(users),
             controls=ControlStore(pool),
-            control_writer=ControlWriter(pool, producer, topics["control"], views.status),
+            control_writer=ControlWriter(
+                pool, producer, topics["control"], views.status, on_change=metrics.control_changes
+            ),
             executor=ExecutorReadModel(pool),
             throttle=IpThrottle(s.api.login_ip_max_failures, s.api.login_window_s),
             metrics=metrics,

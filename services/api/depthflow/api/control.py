@@ -14,6 +14,8 @@ import time
 from typing import Any, Literal
 
 import asyncpg
+from prometheus_client import Counter
+
 from depthflow.api.store import lock_state, write_state
 from depthflow.api.views import StatusView
 from depthflow.common.kafka import AsyncProducer
@@ -38,7 +40,9 @@ class ControlWriter:
         producer: AsyncProducer,
         topic: Topic[Control],
         status: StatusView,
+        on_change: Counter | None = None,
     ) -> None:
+        self._on_change = on_change
         self._pool = pool
         self._producer = producer
         self._topic = topic
@@ -109,4 +113,6 @@ class ControlWriter:
                 headers=trace_headers(),
             )
         self._status.on_control(message)
+        if self._on_change is not None:
+            self._on_change.labels(action).inc()
         return message
