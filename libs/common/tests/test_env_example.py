@@ -38,7 +38,13 @@ def test_every_setting_is_in_env_example():
             ):
                 continue  # a nested settings model, documented under its own prefix
             env = (prefix + name).upper()
-            if env not in documented:
+            names = {env}
+            alias = field.validation_alias
+            if isinstance(alias, str):
+                names.add(alias.upper())
+            elif alias is not None and hasattr(alias, "choices"):
+                names |= {c.upper() for c in alias.choices if isinstance(c, str)}
+            if not names & documented:
                 missing.append(f"{model.__module__}.{model.__name__}.{name} ({env})")
     assert not missing, "undocumented settings:\n" + "\n".join(missing)
     assert len(_settings_models()) >= 3

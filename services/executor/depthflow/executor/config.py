@@ -8,10 +8,10 @@ second unprefixed model that would have to tolerate every other variable in ``.e
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode
+from pydantic_settings import BaseSettings
 
 from depthflow.common.db import ident
 from depthflow.common.settings import settings_config
@@ -101,14 +101,6 @@ class ExecutorSettings(BaseSettings):
     topic_status: str = "status.v1"
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     concurrency: int = Field(default=16, ge=1, le=256, description="signals handled at once")
-    symbols: Annotated[tuple[str, ...], NoDecode] = ()
-
-    @field_validator("symbols", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(s.strip().upper() for s in value.split(",") if s.strip())
-        return value
 
     @field_validator("db_schema")
     @classmethod

@@ -42,6 +42,9 @@ class FeatureState:
         self.n_books = 0
         self.n_trades = 0
         self._closed: list[Candle] = []
+        # When a list, every candle that closes is also appended here (for storage); the
+        # caller owns and drains it. Not part of the persisted state.
+        self.candle_sink: list[Candle] | None = None
 
     def _take_candles(self) -> None:
         closed = self._closed
@@ -49,6 +52,8 @@ class FeatureState:
             for c in closed:
                 self.candle_features.on_candle(c)
                 self.indicators.on_candle(c)
+            if self.candle_sink is not None:
+                self.candle_sink.extend(closed)
             closed.clear()
 
     def on_trade(self, price: float, qty: float, is_buy: bool, exchange_ts_us: int) -> None:

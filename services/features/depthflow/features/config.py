@@ -1,0 +1,59 @@
+"""Features service settings (``FEATURES_*``): frozen, unknown fields refused."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings
+
+from depthflow.common.settings import settings_config
+
+_IDENT = r"^[a-z_][a-z0-9_]{0,62}$"
+
+
+class FeaturesSettings(BaseSettings):
+    """Everything the features service needs besides Kafka/PostgreSQL/HTTP settings."""
+
+    model_config = settings_config("FEATURES_")
+
+    # faust application id: the consumer group and the prefix of its changelog topics
+    app_id: str = Field(default="depthflow-features", pattern=r"^[A-Za-z0-9._\-]{1,200}$")
+    # faust table store: memory:// (rebuilt from the changelog at start) or rocksdb://
+    store: str = "memory://"
+    # partitions of md.book/md.trades (co-partitioned) and of the state table's changelog
+    partitions: int = Field(default=6, ge=1, le=1000)
+    # topics (tests use fresh ones)
+    topic_book: str = "md.book"
+    topic_trades: str = "md.trades"
+    topic_features: str = "features.v1"
+    topic_dlq: str = "dlq.features"
+    topic_status: str = "status.v1"
+    # PostgreSQL schema holding vectors, candles and scalers
+    db_schema: str = Field(default="features", pattern=_IDENT)
+    store_vectors: bool = True
+    # at most one features.v1 message (and stored vector) per symbol per this many ms of
+    # exchange time; 0 = one per book update
+    min_emit_interval_ms: float = Field(default=0.0, ge=0.0)
+    # how long (exchange time) a book waits for the trades up to its timestamp before it is
+    # processed anyway; trades and books then enter the engine in canonical order
+    # (trade before book on equal timestamps) whenever the trade feed keeps up
+    merge_hold_ms: float = Field(default=200.0, ge=0.0)
+    # events per processing batch (faust stream.take) and the longest wait to fill one
+    batch_max: int = Field(default=500, ge=1, le=100_000)
+    batch_within_s: float = Field(default=0.05, gt=0.0, le=10.0)
+    # faust offset commit interval
+    commit_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
+    # how long the group waits for a silent worker (a crashed one) before rebalancing
+    session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
+    # how often the active scaler is re-read from the database
+    scaler_poll_s: float = Field(default=5.0, gt=0.0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0.0)
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        if not value.startswith(("memory://", "rocksdb://", "aerospike://")):
+            raise ValueError("expected memory://, rocksdb:// or aerospike://")
+        return value

@@ -1,0 +1,211 @@
+"""Per-symbol stream processing around ``FeatureState``: merge, dedup, emit. No I/O.
+
+``SymbolPipeline`` is what the service keeps per ``{exchange}:{symbol}`` in its faust table:
+
+- Merge: md.book and md.trades are two topics, so their interleaving on arrival is up to the
+  consumer. Books wait (in exchange time) until the trade feed has passed their timestamp,
+  then enter the engine after every trade at or before it: the batch mode's canonical order
+  ("by exchange timestamp, a trade before a book on equal timestamps"), so streaming output
+  equals the batch computation. A book that has waited ``hold_us`` of exchange time (a later
+  book arrived that much newer while the trade feed stayed behind) is processed anyway.
+- Dedup: the Kafka offset of the last event taken from each topic is part of the state, and a
+  book with ``seq <= last_seq`` is skipped; replays after a crash change nothing.
+- ``to_state``/``from_state``: the whole thing, pending events included, as plain JSON.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from depthflow.features.candles import Candle
+from depthflow.features.engine import FeatureState, InvalidInputError
+
+PIPELINE_STATE_VERSION = 1
+# Trades kept waiting for a book at most; beyond it the oldest enter the engine (a book feed
+# that stopped must not grow the state without bound).
+MAX_PENDING_TRADES = 10_000
+# Books kept waiting for the trade feed at most; beyond it the oldest are processed anyway
+# (bounds the state a changelog record carries when the trades topic lags far behind).
+MAX_PENDING_BOOKS = 2_000
+
+
+@dataclass(slots=True)
+class PendingBook:
+    offset: int
+    seq: int
+    ts: int
+    local_ts: int
+    bids: list[Any]
+    asks: list[Any]
+    trace_id: str
+
+    def to_list(self) -> list[Any]:
+        return [self.offset, self.seq, self.ts, self.local_ts, self.bids, self.asks,
+                self.trace_id]
+
+
+@dataclass(slots=True)
+class Vector:
+    """One computed feature vector, ready to normalise, publish and store."""
+
+    book_seq: int
+    exchange_ts_us: int
+    local_ts_us: int
+    values: np.ndarray
+    valid: np.ndarray
+    trace_id: str
+    compute_ns: int
+    emit: bool
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A book the engine refused (inconsistent), with where it came from and why."""
+
+    offset: int
+    seq: int
+    reason: str
+    book: dict[str, Any]
+
+
+class SymbolPipeline:
+    """Merge, dedup and compute for one symbol."""
+
+    def __init__(self, exchange: str, symbol: str, hold_us: int = 200_000,
+                 min_interval_us: int = 0) -> None:
+        self.exchange = exchange
+        self.symbol = symbol
+        self.hold_us = hold_us
+        self.min_interval_us = min_interval_us
+        self.engine = FeatureState()
+        self.books: deque[PendingBook] = deque()
+        self.trades: deque[list[Any]] = deque()  # [price, qty, is_buy, ts]
+        self.book_offset = -1
+        self.trade_offset = -1
+        self.book_wm: int | None = None  # newest book ts seen
+        self.trade_wm: int | None = None  # newest trade ts seen
+        self.last_pending_seq: int | None = None
+        self.last_emit_ts: int | None = None
+        self.skipped = 0
+
+    # -- input ---------------------------------------------------------------------------
+
+    def add_book(self, offset: int, seq: int, ts: int, local_ts: int, bids: list[Any],
+                 asks: list[Any], trace_id: str) -> bool:
+        """Queue a book; False when it was seen before (offset or seq not newer)."""
+        if offset <= self.book_offset:
+            return False
+        self.book_offset = offset
+        newest = self.last_pending_seq if self.books else self.engine.last_seq
+        if newest is not None and seq <= newest:
+            self.skipped += 1
+            return False
+        self.books.append(PendingBook(offset, seq, ts, local_ts, bids, asks, trace_id))
+        self.last_pending_seq = seq
+        if self.book_wm is None or ts > self.book_wm:
+            self.book_wm = ts
+        return True
+
+    def add_trade(self, offset: int, price: float, qty: float, is_buy: bool, ts: int) -> bool:
+        """Queue a trade; False when it was seen before (offset not newer)."""
+        if offset <= self.trade_offset:
+            return False
+        self.trade_offset = offset
+        self.trades.append([price, qty, is_buy, ts])
+        if self.trade_wm is None or ts > self.trade_wm:
+            self.trade_wm = ts
+        return True
+
+    # -- processing ----------------------------------------------------------------------
+
+    def _apply_trades_until(self, ts: int | None, rejects: list[str]) -> None:
+        trades = self.trades
+        on_trade = self.engine.on_trade
+        while trades and (ts is None or trades[0][3] <= ts):
+            p, q, b, t = trades.popleft()
+            try:
+                on_trade(p, q, b, t)
+            except InvalidInputError as exc:
+                rejects.append(f"trade at {t}: {exc}")
+
+    def release(self, vectors: list[Vector], candles: list[Candle], rejected: list[Rejected],
+                trade_rejects: list[str]) -> None:
+        """Process every queued event whose turn has come, appending the results."""
+        engine = self.engine
+        engine.candle_sink = candles
+        try:
+            books = self.books
+            while books:
+                b = books[0]
+                tw = self.trade_wm
+                ready = (self.hold_us == 0 or (tw is not None and tw > b.ts)
+                         or (self.book_wm is not None and self.book_wm - b.ts >= self.hold_us)
+                         or len(books) > MAX_PENDING_BOOKS)
+                if not ready:
+                    break
+                books.popleft()
+                self._apply_trades_until(b.ts, trade_rejects)
+                if engine.last_seq is not None and b.seq <= engine.last_seq:
+                    self.skipped += 1
+                    continue
+                t0 = time.perf_counter_ns()
+                try:
+                    values, valid = engine.on_book(b.bids, b.asks, b.ts, b.local_ts, b.seq)
+                except InvalidInputError as exc:
+                    rejected.append(Rejected(b.offset, b.seq, str(exc), {
+                        "seq": b.seq, "exchange_ts_us": b.ts, "bids": b.bids, "asks": b.asks}))
+                    continue
+                dt = time.perf_counter_ns() - t0
+                emit = (self.min_interval_us == 0 or self.last_emit_ts is None
+                        or b.ts - self.last_emit_ts >= self.min_interval_us)
+                if emit:
+                    self.last_emit_ts = b.ts
+                vectors.append(Vector(b.seq, b.ts, b.local_ts, values, valid, b.trace_id, dt,
+                                      emit))
+            if len(self.trades) > MAX_PENDING_TRADES:
+                cut = self.trades[len(self.trades) - MAX_PENDING_TRADES - 1][3]
+                self._apply_trades_until(cut, trade_rejects)
+        finally:
+            engine.candle_sink = None
+
+    # -- persistence ---------------------------------------------------------------------
+
+    def to_state(self) -> dict[str, Any]:
+        return {
+            "v": PIPELINE_STATE_VERSION,
+            "exchange": self.exchange,
+            "symbol": self.symbol,
+            "engine": self.engine.to_state(),
+            "books": [b.to_list() for b in self.books],
+            "trades": list(self.trades),
+            "book_offset": self.book_offset,
+            "trade_offset": self.trade_offset,
+            "book_wm": self.book_wm,
+            "trade_wm": self.trade_wm,
+            "last_pending_seq": self.last_pending_seq,
+            "last_emit_ts": self.last_emit_ts,
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any], hold_us: int, min_interval_us: int
+                   ) -> SymbolPipeline:
+        if s.get("v") != PIPELINE_STATE_VERSION:
+            raise ValueError(f"unsupported pipeline state version {s.get('v')!r}")
+        p = cls(s["exchange"], s["symbol"], hold_us, min_interval_us)
+        p.engine = FeatureState.from_state(s["engine"])
+        p.books = deque(PendingBook(*x) for x in s["books"])
+        p.trades = deque(s["trades"])
+        p.book_offset = int(s["book_offset"])
+        p.trade_offset = int(s["trade_offset"])
+        p.book_wm = s["book_wm"]
+        p.trade_wm = s["trade_wm"]
+        p.last_pending_seq = s["last_pending_seq"]
+        p.last_emit_ts = s["last_emit_ts"]
+        p.skipped = int(s["skipped"])
+        return p
