@@ -78,9 +78,22 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at emit time (never to a stream since closed, as
+    happens when a test runner swaps stderr)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
     """Route every logger to stderr, as JSON lines unless ``json`` is false."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     if json:
         handler.setFormatter(JsonFormatter(service))
     else:

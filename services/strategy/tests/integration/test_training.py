@@ -111,7 +111,8 @@ def test_train_cli_registers_a_model_with_walk_forward_metrics(
         ],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output[result.output.index("{") :])
+    # stdout only: log lines go to stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
     rows = registry(pg_dsn, fresh_schema)
     assert len(rows) == 1
     row = rows[0]
