@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.parse
@@ -18,15 +17,11 @@ import pytest
 import yaml
 
 from depthflow.common.testing import eventually
+from depthflow.common.testing.processes import free_port
 
 DEPTHFLOW = Path(sys.executable).parent / "depthflow"
 SYMBOLS = "BTCUSDT,ETHUSDT"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get_json(url: str) -> dict:

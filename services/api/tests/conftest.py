@@ -5,7 +5,6 @@ HTTP and WebSocket clients."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,21 +17,18 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from psycopg import sql
+
 from depthflow.common.kafka import Producer, create_topics, delete_topics
 from depthflow.common.schemas import ALL_TOPICS
 from depthflow.common.settings import KafkaSettings
 from depthflow.common.testing import eventually
-from psycopg import sql
+from depthflow.common.testing.processes import free_port
 
 SECRET_KEY = "test-" + uuid.uuid4().hex + uuid.uuid4().hex
 ADMIN_PASSWORD = "Adm1n-" + uuid.uuid4().hex[:16]
 TOPIC_KINDS = ("book", "health", "signals", "orders", "status", "control")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

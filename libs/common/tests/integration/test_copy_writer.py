@@ -3,7 +3,6 @@
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -16,6 +15,7 @@ from depthflow.common.db import CopyWriter, create_pool
 from depthflow.common.settings import PostgresSettings
 from depthflow.common.testing import eventually_async
 from depthflow.common.testing.infra import INFRA_SCRIPT, ROOT
+from depthflow.common.testing.processes import free_port
 
 
 async def _table(pool: asyncpg.Pool, schema: str) -> None:
@@ -79,18 +79,13 @@ async def test_time_based_flush_without_an_explicit_flush(pg_settings, fresh_sch
         await pool.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture
 def private_postgres(pg_dsn):
     """A throwaway PostgreSQL cluster of our own, so it can be stopped without disturbing
     anyone else using the shared server."""
     local = ROOT / ".local" / f"test-pg-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DEPTHFLOW_LOCAL_DIR": str(local), "PG_PORT": str(port)}
 
     def infra(command: str) -> None:

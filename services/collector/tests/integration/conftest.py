@@ -3,7 +3,6 @@ helpers to read a topic back."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -16,14 +15,10 @@ from confluent_kafka import Consumer, TopicPartition
 
 from depthflow.common.settings import KafkaSettings
 from depthflow.common.testing import eventually
+from depthflow.common.testing.processes import free_port
 
 DEPTHFLOW = Path(sys.executable).parent / "depthflow"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive(url: str) -> bool:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ from confluent_kafka import Producer as CProducer
 from depthflow.common.schemas import BOOK, CONTROL, SIGNALS, Book, Control, Signal
 from depthflow.common.settings import HttpSettings, KafkaSettings, PostgresSettings
 from depthflow.common.testing import eventually
+from depthflow.common.testing.processes import free_port
 from depthflow.executor.app import ExecutorService
 from depthflow.executor.config import ExecutorSettings
 
@@ -32,11 +32,6 @@ VENV_BIN = Path(sys.executable).parent
 SIM_KEY = "depthflow-sim-key"
 SIM_SECRET = "depthflow-sim-secret"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sim:
