@@ -1,21 +1,13 @@
 """The batched COPY writer against real PostgreSQL, including a server restart."""
 
 import asyncio
-import os
-import shutil
-import subprocess
-import uuid
-from pathlib import Path
 
 import asyncpg
-import pytest
 from pydantic import SecretStr
 
 from depthflow.common.db import CopyWriter, create_pool
 from depthflow.common.settings import PostgresSettings
 from depthflow.common.testing import eventually_async
-from depthflow.common.testing.infra import INFRA_SCRIPT, ROOT
-from depthflow.common.testing.processes import free_port
 
 
 async def _table(pool: asyncpg.Pool, schema: str) -> None:
@@ -77,32 +69,6 @@ async def test_time_based_flush_without_an_explicit_flush(pg_settings, fresh_sch
     finally:
         await writer.close()
         await pool.close()
-
-
-
-@pytest.fixture
-def private_postgres(pg_dsn):
-    """A throwaway PostgreSQL cluster of our own, so it can be stopped without disturbing
-    anyone else using the shared server."""
-    local = ROOT / ".local" / f"test-pg-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {**os.environ, "DEPTHFLOW_LOCAL_DIR": str(local), "PG_PORT": str(port)}
-
-    def infra(command: str) -> None:
-        proc = subprocess.run(
-            ["bash", str(INFRA_SCRIPT), command],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-
-    infra("start-pg")
-    yield f"postgresql://depthflow:depthflow@127.0.0.1:{port}/depthflow", infra
-    infra("stop-pg")
-    shutil.rmtree(Path(local), ignore_errors=True)
 
 
 async def test_writer_survives_a_postgres_restart_without_loss_or_duplicates(private_postgres):

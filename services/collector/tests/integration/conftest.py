@@ -88,32 +88,3 @@ def read_topic(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> list[tu
         return out
     finally:
         consumer.close()
-
-
-@pytest.fixture
-def private_postgres(pg_dsn: str) -> Iterator[tuple[str, Callable[[str], None]]]:
-    """A throwaway PostgreSQL cluster of our own (``infra.sh start-pg`` on a free port under
-    ``.local/``), so an outage test can stop it without disturbing anyone using the shared
-    server. Yields (dsn, infra) where ``infra("stop-pg" | "start-pg")`` drives it."""
-    import os
-    import shutil
-
-    from depthflow.common.testing.infra import INFRA_SCRIPT, ROOT
-
-    local = ROOT / ".local" / f"test-pg-{uuid.uuid4().hex[:8]}"
-    port = free_port()
-    env = {**os.environ, "DEPTHFLOW_LOCAL_DIR": str(local), "PG_PORT": str(port)}
-
-    def infra(command: str) -> None:
-        proc = subprocess.run(
-            ["bash", str(INFRA_SCRIPT), command],
-            env=env, capture_output=True, text=True, timeout=120, check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
-
-    infra("start-pg")
-    try:
-        yield f"postgresql://depthflow:depthflow@127.0.0.1:{port}/depthflow", infra
-    finally:
-        infra("stop-pg")
-        shutil.rmtree(local, ignore_errors=True)

@@ -6,6 +6,9 @@ use these fixtures are marked ``integration`` automatically.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -82,3 +85,29 @@ def fresh_schema(pg_dsn: str) -> Iterator[str]:
 @pytest.fixture
 def unique_id() -> str:
     return uuid.uuid4().hex[:12]
+
+
+@pytest.fixture
+def private_postgres(pg_dsn: str) -> Iterator[tuple[str, Callable[[str], None]]]:
+    """A throwaway PostgreSQL cluster of our own (``infra.sh start-pg`` on a free port under
+    ``.local/``), so an outage test can stop it without disturbing anyone using the shared
+    server. Yields (dsn, infra) where ``infra("stop-pg" | "start-pg")`` drives it."""
+    from depthflow.common.testing.processes import free_port
+
+    local = infra.ROOT / ".local" / f"test-pg-{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    env = {**os.environ, "DEPTHFLOW_LOCAL_DIR": str(local), "PG_PORT": str(port)}
+
+    def run_infra(command: str) -> None:
+        proc = subprocess.run(  # noqa: S603 - our own script, bash from PATH
+            ["bash", str(infra.INFRA_SCRIPT), command],  # noqa: S607
+            env=env, capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    run_infra("start-pg")
+    try:
+        yield f"postgresql://depthflow:depthflow@127.0.0.1:{port}/depthflow", run_infra
+    finally:
+        run_infra("stop-pg")
+        shutil.rmtree(local, ignore_errors=True)
