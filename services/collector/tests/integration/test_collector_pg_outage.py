@@ -79,7 +79,7 @@ async def test_postgres_outage_buffers_boundedly_and_loses_nothing(
         # the sink catches up by itself once the server is back
         target = books_before + books_during // 2
         await eventually_async(
-            lambda: asyncio.sleep(0, sink.loop.stats.handled >= target), timeout=60,
+            lambda: asyncio.sleep(0, sink.loop.stats.handled >= target), timeout=180,
             interval=0.1, what="the sink caught up after the outage")
     finally:
         stop.set()
