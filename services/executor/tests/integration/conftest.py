@@ -52,6 +52,13 @@ class Sim:
                 self.url + f"/fapi/v1/depth?symbol={symbol}&limit={limit}") as r:
             return await r.json()
 
+    async def venue_orders(self, client_order_id: str) -> list[dict[str, Any]]:
+        """The simulator's own view (not slowed by faults): orders with this client id."""
+        async with aiohttp.ClientSession() as http, http.get(
+                self.url + "/sim/orders", params={"client_order_id": client_order_id}) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
     async def bybit_orders(self, link_id: str) -> list[dict[str, Any]]:
         """Every order the account holds with this client id (open or done)."""
         import hashlib

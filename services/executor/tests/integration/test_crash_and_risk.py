@@ -30,12 +30,17 @@ async def test_kill_9_while_order_in_flight_then_restart(
     try:
         await eventually_async(lambda: db.fetchval(
             "SELECT to_regclass('orders') IS NOT NULL"), timeout=30, what="migrated")
-        await sim.faults(slow_response_ms=1500)  # every answer comes 1.5 s late
+        # Orders take effect at once; REST answers and user-stream events come late.
+        await sim.faults(slow_response_ms=4000, user_stream_delay_ms=4000)
         sig = bus.signal("BTCUSDT", "buy", exchange="binance")
         coid = client_order_id(sig.signal_id)
         await eventually_async(lambda: db.fetchval(
             "SELECT sent_at IS NOT NULL FROM orders WHERE client_order_id=$1", coid),
             timeout=30, what="order stored Pending and sent")
+        # Kill only once the venue holds the order: the executor has sent it and is still
+        # waiting for the answer (killing earlier would test "never sent", a different case).
+        await eventually_async(lambda: sim.venue_orders(coid), timeout=10,
+                               what="the venue received the order")
         os.kill(proc.pid, signal.SIGKILL)  # the response has not arrived yet
         proc.wait(10)
     finally:
@@ -43,7 +48,7 @@ async def test_kill_9_while_order_in_flight_then_restart(
             proc.kill()
     assert await db.fetchval("SELECT state FROM orders WHERE client_order_id=$1",
                              coid) == "Pending"
-    await sim.faults(slow_response_ms=0)
+    await sim.faults(slow_response_ms=0, user_stream_delay_ms=0)
     async with run_executor(settings):
         await eventually_async(lambda: db.fetchval(
             "SELECT state = 'Filled' FROM orders WHERE client_order_id=$1", coid), timeout=30,

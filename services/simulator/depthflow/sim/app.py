@@ -41,6 +41,7 @@ class Simulator(Service):
         self.binance = {s: BinancePublisher(m, self.hub) for s, m in self.markets.items()}
         self.bybit = {s: BybitPublisher(m, self.hub) for s, m in self.markets.items()}
         self.exchange = Exchange(self.markets, settings)
+        self.exchange.user_stream_delay_s = settings.faults.user_stream_delay_ms / 1000
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
         self._engine: asyncio.Task[None] | None = None
@@ -53,6 +54,7 @@ class Simulator(Service):
 
     def set_faults(self, faults: FaultConfig) -> None:
         self.hub.faults = faults
+        self.exchange.user_stream_delay_s = faults.user_stream_delay_ms / 1000
 
     def build_app(self) -> web.Application:
         from depthflow.sim import binance, bybit, control

@@ -148,9 +148,14 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     def endpoint(weight: Any, signed: bool = False, key_only: bool = False) -> Any:
         def wrap(handler: Any) -> Any:
             async def run(request: web.Request) -> web.Response:
+                response = await answer(request)
+                delay = sim.faults.slow_response_ms
+                if delay:  # the request took effect; only its answer is late
+                    await asyncio.sleep(delay / 1000)
+                return response
+
+            async def answer(request: web.Request) -> web.Response:
                 faults = sim.faults
-                if faults.slow_response_ms:
-                    await asyncio.sleep(faults.slow_response_ms / 1000)
                 if faults.force_status in (429, 418):
                     return _err(-1003, "Too many requests; current limit of IP is "
                                 f"{weights.limit} requests per minute.", faults.force_status)

@@ -75,9 +75,14 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     def endpoint(signed: bool = False) -> Any:
         def wrap(handler: Any) -> Any:
             async def run(request: web.Request) -> web.Response:
+                response = await answer(request)
+                delay = sim.faults.slow_response_ms
+                if delay:  # the request took effect; only its answer is late
+                    await asyncio.sleep(delay / 1000)
+                return response
+
+            async def answer(request: web.Request) -> web.Response:
                 faults = sim.faults
-                if faults.slow_response_ms:
-                    await asyncio.sleep(faults.slow_response_ms / 1000)
                 if faults.force_status in (429, 418):
                     return _reply(10006, "Too many visits!", status=faults.force_status)
                 if faults.force_status == 503:

@@ -39,6 +39,8 @@ def sim(
     stall_every_s: float | None = typer.Option(None, help="go silent every N s (0 = never)"),
     stall_duration_s: float | None = typer.Option(None, help="length of each stall"),
     slow_response_ms: float | None = typer.Option(None, help="delay every REST response"),
+    user_stream_delay_ms: float | None = typer.Option(
+        None, help="delay account events on the user-data streams"),
     unknown_503_rate: float | None = typer.Option(None, help="orders placed but answered 503"),
     reject_rate: float | None = typer.Option(None, help="orders rejected"),
 ) -> None:
@@ -60,6 +62,7 @@ def sim(
         "stall_every_s": stall_every_s,
         "stall_duration_s": stall_duration_s,
         "slow_response_ms": slow_response_ms,
+        "user_stream_delay_ms": user_stream_delay_ms,
         "unknown_503_rate": unknown_503_rate,
         "reject_rate": reject_rate,
     }

@@ -76,7 +76,18 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             pub.restart(now_ms())
         return _json({"restarted": True})
 
+    async def orders(request: web.Request) -> web.Response:
+        coid = request.query.get("client_order_id", "")
+        if not coid:
+            return _json({"error": "client_order_id is required"}, 400)
+        found = [{"order_id": o.order_id, "client_order_id": o.client_id, "symbol": o.symbol,
+                  "status": o.status, "qty": o.qty, "filled": o.filled, "created": o.created}
+                 for acct in sim.exchange.accounts.values()
+                 for o in acct.orders.values() if o.client_id == coid]
+        return _json(found)
+
     app.router.add_get("/sim/truth", truth)
+    app.router.add_get("/sim/orders", orders)
     app.router.add_get("/sim/faults", get_faults)
     app.router.add_post("/sim/faults", post_faults)
     app.router.add_get("/sim/status", status)

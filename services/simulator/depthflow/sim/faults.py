@@ -23,6 +23,7 @@ class FaultConfig(BaseModel):
     stall_every_s: float = Field(default=0.0, ge=0.0)
     stall_duration_s: float = Field(default=0.0, ge=0.0)
     slow_response_ms: float = Field(default=0.0, ge=0.0, le=60_000)
+    user_stream_delay_ms: float = Field(default=0.0, ge=0.0, le=60_000)
     force_status: Literal[429, 418, 503] | None = None
     unknown_503_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     reject_rate: float = Field(default=0.0, ge=0.0, le=1.0)

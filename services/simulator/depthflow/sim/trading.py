@@ -9,6 +9,8 @@ through it; a taker order sweeps levels (one fill per level) and pays the taker 
 from __future__ import annotations
 
 import itertools
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -128,6 +130,8 @@ class Exchange:
         self._resting: dict[int, Order] = {}
         self.events: list[AccountEvent] = []
         self.listeners: list[Callable[[list[AccountEvent]], None]] = []
+        self.user_stream_delay_s = 0.0  # fault: account events reach the streams this late
+        self._held: deque[tuple[float, list[AccountEvent]]] = deque()
 
     def add_account(self, key: str, secret: str, balance: Decimal) -> Account:
         acct = Account(key, secret, balance)
@@ -314,10 +318,16 @@ class Exchange:
         self._finish(acct, order, "CANCELED", now)
         return order
 
-    def flush(self) -> None:
-        """Hand the accumulated account events to the listeners (user-data streams)."""
-        if not self.events:
-            return
-        events, self.events = self.events, []
-        for listener in self.listeners:
-            listener(events)
+    def flush(self, now: float | None = None) -> None:
+        """Hand the accumulated account events to the listeners (user-data streams), in
+        order, each batch once ``user_stream_delay_s`` has passed (``now``: monotonic s)."""
+        now = time.monotonic() if now is None else now
+        if self.events:
+            self._held.append((now + self.user_stream_delay_s, self.events))
+            self.events = []
+        ready: list[AccountEvent] = []
+        while self._held and self._held[0][0] <= now:
+            ready += self._held.popleft()[1]
+        if ready:
+            for listener in self.listeners:
+                listener(ready)

@@ -280,3 +280,40 @@ async def test_unknown_503_order_was_placed(sim: Simulator, http: aiohttp.Client
     async with http.get(base(sim) + "/fapi/v1/order?" + binance_signed(
             {"symbol": "BTCUSDT", "origClientOrderId": "maybe-1"}), headers=KEY_HEADER) as r:
         assert (await r.json())["status"] == "FILLED"
+
+
+async def test_slow_answers_and_late_user_stream_after_the_order_took_effect(
+        sim: Simulator, http: aiohttp.ClientSession) -> None:
+    """``slow_response_ms`` delays the answer, not the order; ``user_stream_delay_ms``
+    holds account events back, in order. ``/sim/orders`` sees through both."""
+    async with await _listen(sim, http) as ws:
+        await http.post(base(sim) + "/sim/faults",
+                        json={"slow_response_ms": 1500, "user_stream_delay_ms": 2500})
+        try:
+            started = time.monotonic()
+            placing = asyncio.create_task(_post_order(
+                http, sim, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.001",
+                newClientOrderId="late-1"))
+
+            async def on_venue() -> list:
+                async with http.get(base(sim) + "/sim/orders",
+                                    params={"client_order_id": "late-1"}) as r:
+                    return await r.json()
+
+            found = await eventually_async(on_venue, timeout=1.0, what="order on the venue")
+            assert found[0]["status"] == "FILLED"
+            assert time.monotonic() - started < 1.4  # before its answer
+            answer = await placing
+            assert answer["status"] == "FILLED"
+            assert time.monotonic() - started >= 1.5
+            while True:  # the first account event is this order's, and it is late
+                event = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
+                if event.get("e") == "ORDER_TRADE_UPDATE":
+                    break
+            assert event["o"]["c"] == "late-1"
+            assert time.monotonic() - started >= 2.5
+        finally:
+            await http.post(base(sim) + "/sim/faults",
+                            json={"slow_response_ms": 0, "user_stream_delay_ms": 0})
+    async with http.get(base(sim) + "/sim/orders") as r:
+        assert r.status == 400
