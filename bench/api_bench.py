@@ -24,9 +24,10 @@ from typing import Any
 import aiohttp
 import orjson
 import psycopg
+from psycopg import sql
+
 from depthflow.common.kafka import Producer, create_topics, delete_topics
 from depthflow.common.settings import KafkaSettings
-from psycopg import sql
 
 KAFKA = os.environ.get("DEPTHFLOW_TEST_KAFKA", "127.0.0.1:9092")
 DSN = os.environ.get(

@@ -38,7 +38,9 @@ def make_frames(n: int, seed: int = 1) -> tuple[bytes, list[bytes]]:
     rng = random.Random(seed)
     mid = 600_000
     snap = {
-        "lastUpdateId": 1000, "E": 1, "T": 1,
+        "lastUpdateId": 1000,
+        "E": 1,
+        "T": 1,
         "bids": [[f"{(mid - i) / 10:.1f}", "1.000"] for i in range(1, 1001)],
         "asks": [[f"{(mid + i) / 10:.1f}", "1.000"] for i in range(1, 1001)],
     }
@@ -48,33 +50,75 @@ def make_frames(n: int, seed: int = 1) -> tuple[bytes, list[bytes]]:
     for _ in range(n):
         first = last + 1
         u = first + rng.randint(0, 20)
-        bids = [[f"{(mid - rng.randint(1, 200)) / 10:.1f}",
-                 "0" if rng.random() < 0.2 else f"{rng.uniform(0.001, 5):.3f}"] for _ in range(5)]
-        asks = [[f"{(mid + rng.randint(1, 200)) / 10:.1f}",
-                 "0" if rng.random() < 0.2 else f"{rng.uniform(0.001, 5):.3f}"] for _ in range(5)]
+        bids = [
+            [
+                f"{(mid - rng.randint(1, 200)) / 10:.1f}",
+                "0" if rng.random() < 0.2 else f"{rng.uniform(0.001, 5):.3f}",
+            ]
+            for _ in range(5)
+        ]
+        asks = [
+            [
+                f"{(mid + rng.randint(1, 200)) / 10:.1f}",
+                "0" if rng.random() < 0.2 else f"{rng.uniform(0.001, 5):.3f}",
+            ]
+            for _ in range(5)
+        ]
         ts += 1
-        frames.append(orjson.dumps({"stream": "btcusdt@depth@100ms", "data": {
-            "e": "depthUpdate", "E": ts, "T": ts, "s": "BTCUSDT", "U": first, "u": u,
-            "pu": last, "b": bids, "a": asks}}))
+        frames.append(
+            orjson.dumps(
+                {
+                    "stream": "btcusdt@depth@100ms",
+                    "data": {
+                        "e": "depthUpdate",
+                        "E": ts,
+                        "T": ts,
+                        "s": "BTCUSDT",
+                        "U": first,
+                        "u": u,
+                        "pu": last,
+                        "b": bids,
+                        "a": asks,
+                    },
+                }
+            )
+        )
         last = u
     return orjson.dumps(snap), frames
 
 
 def _producer_conf(kafka: KafkaSettings) -> dict[str, Any]:
-    return {**kafka.confluent_config(), "enable.idempotence": True, "acks": "all",
-            "linger.ms": 5, "compression.type": "lz4", "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 500_000,
-            "queue.buffering.max.kbytes": 512 * 1024}
+    return {
+        **kafka.confluent_config(),
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "batch.size": 1_000_000,
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 512 * 1024,
+    }
 
 
 def run() -> dict[str, Any]:
     kafka = KafkaSettings(bootstrap_servers=KAFKA, default_partitions=1)
     tag = uuid.uuid4().hex[:8]
-    topics = TopicNames(f"bench.raw.{tag}", f"bench.book.{tag}", f"bench.trades.{tag}",
-                        f"bench.health.{tag}", f"bench.dlq.{tag}")
+    topics = TopicNames(
+        f"bench.raw.{tag}",
+        f"bench.book.{tag}",
+        f"bench.trades.{tag}",
+        f"bench.health.{tag}",
+        f"bench.dlq.{tag}",
+    )
     ceiling_topics = (f"bench.ceiling-raw.{tag}", f"bench.ceiling-book.{tag}")
-    names = [topics.depth_raw, topics.book, topics.trades, topics.health, topics.dlq,
-             *ceiling_topics]
+    names = [
+        topics.depth_raw,
+        topics.book,
+        topics.trades,
+        topics.health,
+        topics.dlq,
+        *ceiling_topics,
+    ]
     create_topics(kafka, names, partitions=1)
     snap, frames = make_frames(N)
     key = b"binance:BTCUSDT"

@@ -35,8 +35,13 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def _consumer(bootstrap: str, topic: str) -> Consumer:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"b-{uuid.uuid4().hex[:8]}",
-                  "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"b-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     c.subscribe([topic])
     return c
 
@@ -58,25 +63,44 @@ def _kafka_round_trip(bootstrap: str, topic: str, n: int = 200) -> list[float]:
     return out
 
 
-async def _measure(kafka: KafkaSettings, pg: PostgresSettings, topics: dict[str, str],
-                   schema: str) -> list[float]:
+async def _measure(
+    kafka: KafkaSettings, pg: PostgresSettings, topics: dict[str, str], schema: str
+) -> list[float]:
     from depthflow.executor.app import ExecutorService
     from depthflow.executor.config import ExecutorSettings
 
     prod = Producer({"bootstrap.servers": kafka.bootstrap_servers, "linger.ms": 0})
     now = time.time_ns() // 1000
-    book = Book(exchange="binance", symbol="BTCUSDT", seq=1, prev_seq=0, exchange_ts_us=now,
-                local_ts_us=now, bid_price=99.9, bid_qty=100, ask_price=100.0, ask_qty=100,
-                bids=[(99.9 - i * 0.1, 100.0) for i in range(20)],
-                asks=[(100.0 + i * 0.1, 100.0) for i in range(20)])
+    book = Book(
+        exchange="binance",
+        symbol="BTCUSDT",
+        seq=1,
+        prev_seq=0,
+        exchange_ts_us=now,
+        local_ts_us=now,
+        bid_price=99.9,
+        bid_qty=100,
+        ask_price=100.0,
+        ask_qty=100,
+        bids=[(99.9 - i * 0.1, 100.0) for i in range(20)],
+        asks=[(100.0 + i * 0.1, 100.0) for i in range(20)],
+    )
     prod.produce(topics["book"], BOOK.encode(book), b"binance:BTCUSDT")
     prod.flush()
     settings = ExecutorSettings(
-        venue="paper", db_schema=schema, group_id=f"bench-{uuid.uuid4().hex[:8]}",
-        topic_signals=topics["signals"], topic_book=topics["book"],
-        topic_orders=topics["orders"], topic_control=topics["control"],
-        topic_status=topics["status"], max_exposure_usdt=1e12, max_symbol_exposure_usdt=1e12,
-        order_usdt_at_full_conviction=10, daily_loss_limit_usdt=1e12)
+        venue="paper",
+        db_schema=schema,
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        topic_signals=topics["signals"],
+        topic_book=topics["book"],
+        topic_orders=topics["orders"],
+        topic_control=topics["control"],
+        topic_status=topics["status"],
+        max_exposure_usdt=1e12,
+        max_symbol_exposure_usdt=1e12,
+        order_usdt_at_full_conviction=10,
+        daily_loss_limit_usdt=1e12,
+    )
     svc = ExecutorService(settings, kafka, pg, HttpSettings(port=0))
     await svc.start()
     stop = asyncio.Event()
@@ -86,9 +110,19 @@ async def _measure(kafka: KafkaSettings, pg: PostgresSettings, topics: dict[str,
     try:
         await svc.venue.wait_for_book("BTCUSDT")  # type: ignore[attr-defined]
         for _ in range(N_SIGNALS):
-            sig = Signal(signal_id=uuid.uuid4().hex, exchange="binance", symbol="BTCUSDT",
-                         side="buy", strength=1.0, confidence=1.0, strategy="bench",
-                         feature_set="bench", book_seq=1, ts_us=now, source_ts_us=now)
+            sig = Signal(
+                signal_id=uuid.uuid4().hex,
+                exchange="binance",
+                symbol="BTCUSDT",
+                side="buy",
+                strength=1.0,
+                confidence=1.0,
+                strategy="bench",
+                feature_set="bench",
+                book_seq=1,
+                ts_us=now,
+                source_ts_us=now,
+            )
             t0 = time.perf_counter()
             prod.produce(topics["signals"], SIGNALS.encode(sig), b"binance:BTCUSDT")
             prod.flush()
@@ -97,8 +131,11 @@ async def _measure(kafka: KafkaSettings, pg: PostgresSettings, topics: dict[str,
                 if m is None or m.error() is not None:
                     continue
                 ev = orjson.loads(m.value())
-                if ev["signal_id"] == sig.signal_id and ev["event_type"] == "order" and \
-                        ev["status"] != "Pending":
+                if (
+                    ev["signal_id"] == sig.signal_id
+                    and ev["event_type"] == "order"
+                    and ev["status"] != "Pending"
+                ):
                     latencies.append(time.perf_counter() - t0)
                     break
     finally:
@@ -115,8 +152,10 @@ def run() -> dict[str, Any]:
     kafka = KafkaSettings(bootstrap_servers=bootstrap, default_partitions=1)
     pg = PostgresSettings(dsn=SecretStr(dsn))
     tag = uuid.uuid4().hex[:8]
-    topics = {n: f"bench.executor.{n}.{tag}" for n in
-              ("signals", "book", "orders", "control", "status", "rt")}
+    topics = {
+        n: f"bench.executor.{n}.{tag}"
+        for n in ("signals", "book", "orders", "control", "status", "rt")
+    }
     create_topics(kafka, list(topics.values()), partitions=1)
     schema = f"bench_executor_{tag}"
     try:
@@ -125,16 +164,20 @@ def run() -> dict[str, Any]:
     finally:
         delete_topics(kafka, list(topics.values()))
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                sql.Identifier(schema)))
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
     p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
     rt50 = statistics.median(ceiling)
     return {
         "signals": len(lat),
-        "signal_to_ack_ms": {"p50": round(p50 * 1000, 2), "p99": round(p99 * 1000, 2),
-                             "max": round(max(lat) * 1000, 2)},
-        "ceiling_kafka_round_trip_ms": {"p50": round(rt50 * 1000, 2),
-                                        "p99": round(_pct(ceiling, 0.99) * 1000, 2)},
+        "signal_to_ack_ms": {
+            "p50": round(p50 * 1000, 2),
+            "p99": round(p99 * 1000, 2),
+            "max": round(max(lat) * 1000, 2),
+        },
+        "ceiling_kafka_round_trip_ms": {
+            "p50": round(rt50 * 1000, 2),
+            "p99": round(_pct(ceiling, 0.99) * 1000, 2),
+        },
         "p50_vs_two_round_trips": round(p50 / (2 * rt50), 2),
     }
 

@@ -101,12 +101,14 @@ class _PlainProducer:
         self.p = producer
         self.changelog = changelog
 
-    async def send(self, topic: str, key: Any, value: Any, partition: Any, ts: Any,
-                   headers: Any) -> Any:
+    async def send(
+        self, topic: str, key: Any, value: Any, partition: Any, ts: Any, headers: Any
+    ) -> Any:
         return await self.p.send(topic, value, key=key, partition=partition, headers=headers)
 
-    async def send_and_wait(self, topic: str, key: Any, value: Any, partition: Any, ts: Any,
-                            headers: Any) -> Any:
+    async def send_and_wait(
+        self, topic: str, key: Any, value: Any, partition: Any, ts: Any, headers: Any
+    ) -> Any:
         return await self.p.send_and_wait(topic, value, key=key, headers=headers)
 
 
@@ -119,8 +121,11 @@ class _PlainTable:
         self.pending: list[Any] = []
 
     def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
-        self.pending.append(asyncio.ensure_future(
-            self.producer.p.send(self.producer.changelog, value, key=key, partition=partition)))
+        self.pending.append(
+            asyncio.ensure_future(
+                self.producer.p.send(self.producer.changelog, value, key=key, partition=partition)
+            )
+        )
 
 
 async def _plain_loop(env: dict[str, str], n_books: int, kafka: Any, pg: Any) -> None:
@@ -130,11 +135,17 @@ async def _plain_loop(env: dict[str, str], n_books: int, kafka: Any, pg: Any) ->
     from depthflow.features.app import FeaturesProcessor, prepare
     from depthflow.features.config import FeaturesSettings
 
-    settings = FeaturesSettings(**{k[9:].lower(): v for k, v in env.items()
-                                   if k.startswith("FEATURES_")})
+    settings = FeaturesSettings(
+        **{k[9:].lower(): v for k, v in env.items() if k.startswith("FEATURES_")}
+    )
     prepare(settings, kafka, pg)
-    producer = AIOKafkaProducer(**kafka.aiokafka_config(), acks="all", linger_ms=5,
-                                enable_idempotence=True, max_request_size=1_000_000)
+    producer = AIOKafkaProducer(
+        **kafka.aiokafka_config(),
+        acks="all",
+        linger_ms=5,
+        enable_idempotence=True,
+        max_request_size=1_000_000,
+    )
     await producer.start()
     plain = _PlainProducer(producer, f"{settings.app_id}-plain-changelog")
     from depthflow.common.kafka import create_topics
@@ -144,9 +155,14 @@ async def _plain_loop(env: dict[str, str], n_books: int, kafka: Any, pg: Any) ->
     table = _PlainTable(plain)
     proc = FeaturesProcessor(app, table, settings, kafka, pg, HttpSettings())
     await proc.start()
-    consumer = AIOKafkaConsumer(settings.topic_book, settings.topic_trades,
-                                **kafka.aiokafka_config(), group_id=f"{settings.app_id}-plain",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        settings.topic_book,
+        settings.topic_trades,
+        **kafka.aiokafka_config(),
+        group_id=f"{settings.app_id}-plain",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         while proc.vectors_total < n_books:
@@ -167,8 +183,14 @@ async def _plain_loop(env: dict[str, str], n_books: int, kafka: Any, pg: Any) ->
 def _output_rate(kafka: Any, topic: str, expected: int, timeout: float) -> dict[str, Any]:
     from confluent_kafka import Consumer
 
-    consumer = Consumer({**kafka.confluent_config(), "group.id": f"bench-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **kafka.confluent_config(),
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     stamps: list[int] = []
     deadline = time.monotonic() + timeout
@@ -182,8 +204,11 @@ def _output_rate(kafka: Any, topic: str, expected: int, timeout: float) -> dict[
     if len(stamps) < expected:
         raise RuntimeError(f"only {len(stamps)}/{expected} vectors on {topic}")
     span_s = max((max(stamps) - min(stamps)) / 1000, 1e-3)
-    return {"vectors": len(stamps), "span_s": round(span_s, 3),
-            "vectors_per_s": round(len(stamps) / span_s)}
+    return {
+        "vectors": len(stamps),
+        "span_s": round(span_s, 3),
+        "vectors_per_s": round(len(stamps) / span_s),
+    }
 
 
 def run_service(n_books: int = 6000, seed: int = 43) -> dict[str, Any]:
@@ -213,23 +238,65 @@ def run_service(n_books: int = 6000, seed: int = 43) -> dict[str, Any]:
     for i, e in enumerate(series.events):
         if e[0] == "t":
             last_ts = max(last_ts, e[4])
-            producer.produce(trades, TRADES.encode({"schema_version": 1,
-                "exchange": "binance", "symbol": "BTCUSDT", "trade_id": str(i), "price": e[1],
-                "qty": e[2], "side": "buy" if e[3] else "sell", "exchange_ts_us": e[4],
-                "local_ts_us": e[4]}), key)
+            producer.produce(
+                trades,
+                TRADES.encode(
+                    {
+                        "schema_version": 1,
+                        "exchange": "binance",
+                        "symbol": "BTCUSDT",
+                        "trade_id": str(i),
+                        "price": e[1],
+                        "qty": e[2],
+                        "side": "buy" if e[3] else "sell",
+                        "exchange_ts_us": e[4],
+                        "local_ts_us": e[4],
+                    }
+                ),
+                key,
+            )
         else:
             _, bids, asks, ts, lts, seq = e
             last_ts = max(last_ts, ts)
-            producer.produce(book, BOOK.encode({"schema_version": 1,
-                "exchange": "binance", "symbol": "BTCUSDT", "seq": seq, "prev_seq": seq - 1,
-                "exchange_ts_us": ts, "local_ts_us": lts,
-                "bid_price": bids[0][0] if bids else 0.0, "bid_qty": bids[0][1] if bids else 0.0,
-                "ask_price": asks[0][0] if asks else 0.0, "ask_qty": asks[0][1] if asks else 0.0,
-                "bids": bids, "asks": asks}), key, headers=trace_headers(f"b{seq}"))
-    producer.produce(trades, TRADES.encode({"schema_version": 1,
-        "exchange": "binance", "symbol": "BTCUSDT", "trade_id": "end", "price": 100_000.0,
-        "qty": 0.001, "side": "buy", "exchange_ts_us": last_ts + 1_000_000,
-        "local_ts_us": last_ts + 1_000_000}), key)
+            producer.produce(
+                book,
+                BOOK.encode(
+                    {
+                        "schema_version": 1,
+                        "exchange": "binance",
+                        "symbol": "BTCUSDT",
+                        "seq": seq,
+                        "prev_seq": seq - 1,
+                        "exchange_ts_us": ts,
+                        "local_ts_us": lts,
+                        "bid_price": bids[0][0] if bids else 0.0,
+                        "bid_qty": bids[0][1] if bids else 0.0,
+                        "ask_price": asks[0][0] if asks else 0.0,
+                        "ask_qty": asks[0][1] if asks else 0.0,
+                        "bids": bids,
+                        "asks": asks,
+                    }
+                ),
+                key,
+                headers=trace_headers(f"b{seq}"),
+            )
+    producer.produce(
+        trades,
+        TRADES.encode(
+            {
+                "schema_version": 1,
+                "exchange": "binance",
+                "symbol": "BTCUSDT",
+                "trade_id": "end",
+                "price": 100_000.0,
+                "qty": 0.001,
+                "side": "buy",
+                "exchange_ts_us": last_ts + 1_000_000,
+                "local_ts_us": last_ts + 1_000_000,
+            }
+        ),
+        key,
+    )
     producer.flush()
 
     out: dict[str, Any] = {"books": n_books, "trades": len(series.trades.ts)}
@@ -242,22 +309,34 @@ def run_service(n_books: int = 6000, seed: int = 43) -> dict[str, Any]:
         schemas.append(schema)
         feats = f"bench.features.{run_id}.{name}"
         made.extend([feats, f"bench.dlq.{run_id}.{name}", f"bench.status.{run_id}.{name}"])
-        return {"KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "POSTGRES_DSN": dsn,
-                "FEATURES_APP_ID": f"bench-features-{run_id}-{name}",
-                "FEATURES_PARTITIONS": "1", "FEATURES_TOPIC_BOOK": book,
-                "FEATURES_TOPIC_TRADES": trades, "FEATURES_TOPIC_FEATURES": feats,
-                "FEATURES_TOPIC_DLQ": f"bench.dlq.{run_id}.{name}",
-                "FEATURES_TOPIC_STATUS": f"bench.status.{run_id}.{name}",
-                "FEATURES_DB_SCHEMA": schema, "FEATURES_MERGE_HOLD_MS": "200",
-                "FEATURES_BATCH_MAX": str(batch_max), "FEATURES_SESSION_TIMEOUT_S": "6",
-                "LOG_JSON": "false"}
+        return {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "POSTGRES_DSN": dsn,
+            "FEATURES_APP_ID": f"bench-features-{run_id}-{name}",
+            "FEATURES_PARTITIONS": "1",
+            "FEATURES_TOPIC_BOOK": book,
+            "FEATURES_TOPIC_TRADES": trades,
+            "FEATURES_TOPIC_FEATURES": feats,
+            "FEATURES_TOPIC_DLQ": f"bench.dlq.{run_id}.{name}",
+            "FEATURES_TOPIC_STATUS": f"bench.status.{run_id}.{name}",
+            "FEATURES_DB_SCHEMA": schema,
+            "FEATURES_MERGE_HOLD_MS": "200",
+            "FEATURES_BATCH_MAX": str(batch_max),
+            "FEATURES_SESSION_TIMEOUT_S": "6",
+            "LOG_JSON": "false",
+        }
 
     try:
         for name, batch_max in (("faust_take500", 500), ("faust_take1", 1)):
             env = env_for(name, batch_max)
             port = free_port()
-            proc = ServiceProcess(name, ["features"], {**env, "HTTP_PORT": str(port)}, log_dir,
-                                  health_url=f"http://127.0.0.1:{port}/readyz").start()
+            proc = ServiceProcess(
+                name,
+                ["features"],
+                {**env, "HTTP_PORT": str(port)},
+                log_dir,
+                health_url=f"http://127.0.0.1:{port}/readyz",
+            ).start()
             try:
                 proc.wait_healthy(120)
                 out[name] = _output_rate(kafka, env["FEATURES_TOPIC_FEATURES"], n_books, 300)
@@ -265,8 +344,9 @@ def run_service(n_books: int = 6000, seed: int = 43) -> dict[str, Any]:
                 proc.stop()
         env = env_for("plain_aiokafka", 500)
         asyncio.run(_plain_loop(env, n_books, kafka, pg))
-        out["plain_aiokafka_take500"] = _output_rate(kafka, env["FEATURES_TOPIC_FEATURES"],
-                                                     n_books, 60)
+        out["plain_aiokafka_take500"] = _output_rate(
+            kafka, env["FEATURES_TOPIC_FEATURES"], n_books, 60
+        )
         plain = out["plain_aiokafka_take500"]["vectors_per_s"]
         out["faust_take500_vs_plain"] = round(out["faust_take500"]["vectors_per_s"] / plain, 3)
         out["faust_take1_vs_plain"] = round(out["faust_take1"]["vectors_per_s"] / plain, 3)
@@ -278,8 +358,9 @@ def run_service(n_books: int = 6000, seed: int = 43) -> dict[str, Any]:
         delete_topics(kafka, made)
         with psycopg.connect(dsn, autocommit=True) as conn:
             for schema in schemas:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    sql.Identifier(schema)))
+                conn.execute(
+                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+                )
     return out
 
 

@@ -66,16 +66,33 @@ async def _measure(port: int, seconds: float) -> dict[str, Any]:
             last_u[sym] = msg["u"]
             count += 1
         elapsed = time.monotonic() - start
-    return {"messages": count, "seconds": round(elapsed, 3),
-            "msgs_per_s": round(count / elapsed, 1), "pu_gaps": gaps}
+    return {
+        "messages": count,
+        "seconds": round(elapsed, 3),
+        "msgs_per_s": round(count / elapsed, 1),
+        "pu_gaps": gaps,
+    }
 
 
 def _phase(rate_per_symbol: float, seconds: float) -> dict[str, Any]:
     port = _free_port()
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "depthflow.sim", "--port", str(port), "--symbols",
-         ",".join(SYMBOLS), "--rate", str(rate_per_symbol), "--seed", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "depthflow.sim",
+            "--port",
+            str(port),
+            "--symbols",
+            ",".join(SYMBOLS),
+            "--rate",
+            str(rate_per_symbol),
+            "--seed",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         result = asyncio.run(_measure(port, seconds))
     finally:

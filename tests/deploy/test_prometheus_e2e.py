@@ -23,7 +23,6 @@ DEPTHFLOW = Path(sys.executable).parent / "depthflow"
 SYMBOLS = "BTCUSDT,ETHUSDT"
 
 
-
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=3) as resp:  # noqa: S310 - local test servers
         return json.loads(resp.read())

@@ -30,7 +30,6 @@ ADMIN_PASSWORD = "Adm1n-" + uuid.uuid4().hex[:16]
 TOPIC_KINDS = ("book", "health", "signals", "orders", "status", "control")
 
 
-
 @dataclass
 class Gateway:
     """A running gateway and what a test needs to talk to it."""

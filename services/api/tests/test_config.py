@@ -1,8 +1,9 @@
 """Settings refuse weak secrets outside development and wildcard CORS."""
 
 import pytest
-from depthflow.api.config import ApiSettings, SecuritySettings
 from pydantic import SecretStr, ValidationError
+
+from depthflow.api.config import ApiSettings, SecuritySettings
 
 STRONG_KEY = "9f2c1e7b4a6d8e0f3b5c7a9d1e2f4a6b8c0d2e4f6a8b"
 

@@ -4,6 +4,7 @@ import time
 
 import jwt
 import pytest
+
 from depthflow.api.auth import AuthError, IpThrottle, TokenService, password_problem
 from depthflow.api.config import ApiSettings
 

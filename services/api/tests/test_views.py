@@ -3,6 +3,7 @@
 import asyncio
 
 import orjson
+
 from depthflow.api.hub import Client, Hub
 from depthflow.api.views import MarketView, OrderView, StatusView, book_metrics
 from depthflow.common.schemas import Book, Heartbeat, OrderEvent

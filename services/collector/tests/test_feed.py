@@ -26,20 +26,41 @@ class ListPublisher:
 
 
 def _diff(u_first: int, u: int, pu: int, bids=(), asks=()) -> bytes:
-    return orjson.dumps({"stream": "btcusdt@depth@100ms", "data": {
-        "e": "depthUpdate", "E": 1700000000000, "T": 1700000000000, "s": "BTCUSDT",
-        "U": u_first, "u": u, "pu": pu, "b": list(bids), "a": list(asks)}})
+    return orjson.dumps(
+        {
+            "stream": "btcusdt@depth@100ms",
+            "data": {
+                "e": "depthUpdate",
+                "E": 1700000000000,
+                "T": 1700000000000,
+                "s": "BTCUSDT",
+                "U": u_first,
+                "u": u,
+                "pu": pu,
+                "b": list(bids),
+                "a": list(asks),
+            },
+        }
+    )
 
 
 def test_binance_flow_publishes_raw_books_and_valid_schemas() -> None:
     pub = ListPublisher()
     wanted: list[tuple[str, str]] = []
-    feed = FeedProcessor("binance", ["BTCUSDT", "ETHUSDT"], pub,
-                         request_resync=lambda s, r: wanted.append((s, r)))
+    feed = FeedProcessor(
+        "binance", ["BTCUSDT", "ETHUSDT"], pub, request_resync=lambda s, r: wanted.append((s, r))
+    )
     frame = _diff(99, 101, 98, [["100.0", "2"]], [["101.0", "1"]])
     feed.on_frame(frame, "c1", 1_700_000_000_100_000)
-    snap = orjson.dumps({"lastUpdateId": 100, "E": 1, "T": 1, "bids": [["100.0", "1"]],
-                         "asks": [["101.0", "3"], ["102.0", "1"]]})
+    snap = orjson.dumps(
+        {
+            "lastUpdateId": 100,
+            "E": 1,
+            "T": 1,
+            "bids": [["100.0", "1"]],
+            "asks": [["101.0", "3"], ["102.0", "1"]],
+        }
+    )
     feed.on_snapshot_body("BTCUSDT", snap, "rest", 1_700_000_000_200_000)
     feed.on_frame(_diff(102, 102, 101, [], [["101.0", "0"]]), "c1", 1_700_000_000_300_000)
     raws = pub.on("md.depth.raw")
@@ -51,14 +72,44 @@ def test_binance_flow_publishes_raw_books_and_valid_schemas() -> None:
     assert books[1].asks == [(102.0, 1.0)] and books[1].tob_changed
     assert all(key == b"binance:BTCUSDT" for t, _, key in pub.sent if t == "md.book")
     # a gap on ETHUSDT resyncs ETHUSDT only
-    feed.on_snapshot_body("ETHUSDT", orjson.dumps({"lastUpdateId": 5, "bids": [["1", "1"]],
-                                                   "asks": [["2", "1"]]}), "rest", 1)
-    eth = orjson.dumps({"e": "depthUpdate", "E": 1, "T": 1, "s": "ETHUSDT", "U": 5, "u": 6,
-                        "pu": 4, "b": [], "a": []})
+    feed.on_snapshot_body(
+        "ETHUSDT",
+        orjson.dumps({"lastUpdateId": 5, "bids": [["1", "1"]], "asks": [["2", "1"]]}),
+        "rest",
+        1,
+    )
+    eth = orjson.dumps(
+        {
+            "e": "depthUpdate",
+            "E": 1,
+            "T": 1,
+            "s": "ETHUSDT",
+            "U": 5,
+            "u": 6,
+            "pu": 4,
+            "b": [],
+            "a": [],
+        }
+    )
     feed.on_frame(eth, "c1", 2)
     feed.syncs["ETHUSDT"].reorder_window = 0
-    feed.on_frame(orjson.dumps({"e": "depthUpdate", "E": 1, "T": 1, "s": "ETHUSDT", "U": 9,
-                                "u": 9, "pu": 8, "b": [], "a": []}), "c1", 3)
+    feed.on_frame(
+        orjson.dumps(
+            {
+                "e": "depthUpdate",
+                "E": 1,
+                "T": 1,
+                "s": "ETHUSDT",
+                "U": 9,
+                "u": 9,
+                "pu": 8,
+                "b": [],
+                "a": [],
+            }
+        ),
+        "c1",
+        3,
+    )
     assert wanted == [("ETHUSDT", "gap")]
     assert feed.syncs["BTCUSDT"].synced and not feed.syncs["ETHUSDT"].synced
     kinds = [(h["symbol"], h["kind"]) for h in pub.on("md.health")]
@@ -78,10 +129,20 @@ def test_trades_are_normalised() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.lists(st.binary(max_size=200) | st.sampled_from([
-    b'{"e":"depthUpdate"}', b'{"topic":"orderbook.50.BTCUSDT","type":"delta","data":{}}',
-    b'{"stream":"x","data":{"e":"aggTrade","s":"BTCUSDT"}}', b"\xff\xfe",
-]), max_size=10))
+@given(
+    st.lists(
+        st.binary(max_size=200)
+        | st.sampled_from(
+            [
+                b'{"e":"depthUpdate"}',
+                b'{"topic":"orderbook.50.BTCUSDT","type":"delta","data":{}}',
+                b'{"stream":"x","data":{"e":"aggTrade","s":"BTCUSDT"}}',
+                b"\xff\xfe",
+            ]
+        ),
+        max_size=10,
+    )
+)
 def test_bad_frames_are_dead_lettered_and_the_feed_keeps_working(frames: list[bytes]) -> None:
     for exchange in ("binance", "bybit"):
         pub = ListPublisher()
@@ -94,7 +155,13 @@ def test_bad_frames_are_dead_lettered_and_the_feed_keeps_working(frames: list[by
             assert letter.value is not None
         assert all(letter.value.encode("latin-1") in frames for letter in letters)
         # and it still works
-        good = (GOLDEN / ("binance_depth_update_raw.json" if exchange == "binance"
-                          else "bybit_orderbook_snapshot.json")).read_bytes()
+        good = (
+            GOLDEN
+            / (
+                "binance_depth_update_raw.json"
+                if exchange == "binance"
+                else "bybit_orderbook_snapshot.json"
+            )
+        ).read_bytes()
         feed.on_frame(good, "c", 2)
         assert feed.stats.depth_updates == 1

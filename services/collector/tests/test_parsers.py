@@ -33,7 +33,12 @@ def golden(name: str) -> bytes:
 def test_binance_combined_depth_update() -> None:
     ev = parse_binance_frame(golden("binance_depth_update_combined.json"))
     assert ev == DepthUpdate(
-        "binance", "BTCUSDT", "diff", 8389223011925, 8389223028214, 8389223011860,
+        "binance",
+        "BTCUSDT",
+        "diff",
+        8389223011925,
+        8389223028214,
+        8389223011860,
         1758365738217000,
         [(115659.5, 0.0), (115659.4, 1.204), (115650.0, 12.5)],
         [(115688.4, 5.072), (115690.1, 0.0)],
@@ -51,8 +56,9 @@ def test_binance_raw_stream_depth_update_and_text_frames() -> None:
 
 def test_binance_agg_trade_taker_side() -> None:
     ev = parse_binance_frame(golden("binance_agg_trade.json"))
-    assert ev == [TradeEvent("binance", "BTCUSDT", "2839401233", 115660.1, 0.015, "sell",
-                             1758365738229000)]
+    assert ev == [
+        TradeEvent("binance", "BTCUSDT", "2839401233", 115660.1, 0.015, "sell", 1758365738229000)
+    ]
     flipped = orjson.loads(golden("binance_agg_trade.json"))
     flipped["data"]["m"] = False
     trades = parse_binance_frame(orjson.dumps(flipped))
@@ -69,7 +75,8 @@ def test_binance_rest_snapshot() -> None:
 
 def test_binance_control_messages() -> None:
     assert parse_binance_frame(golden("binance_subscribe_ack.json")) == ControlMessage(
-        "binance", "ack", "1")
+        "binance", "ack", "1"
+    )
     err = parse_binance_frame(golden("binance_error.json"))
     assert isinstance(err, ControlMessage) and err.kind == "error"
 
@@ -85,8 +92,16 @@ def test_binance_rest_error_body_is_a_parse_error() -> None:
 def test_bybit_snapshot_and_delta() -> None:
     snap = parse_bybit_frame(golden("bybit_orderbook_snapshot.json"))
     assert snap == DepthUpdate(
-        "bybit", "BTCUSDT", "snapshot", 18521288, 18521288, 18521287, 1672304484978000,
-        [(16493.5, 0.006), (16493.0, 0.1)], [(16611.0, 0.029), (16612.0, 0.213)], 7961638724,
+        "bybit",
+        "BTCUSDT",
+        "snapshot",
+        18521288,
+        18521288,
+        18521287,
+        1672304484978000,
+        [(16493.5, 0.006), (16493.0, 0.1)],
+        [(16611.0, 0.029), (16612.0, 0.213)],
+        7961638724,
     )
     delta = parse_bybit_frame(golden("bybit_orderbook_delta.json"))
     assert isinstance(delta, DepthUpdate)
@@ -102,16 +117,31 @@ def test_bybit_restart_snapshot_u1() -> None:
 def test_bybit_public_trades() -> None:
     trades = parse_bybit_frame(golden("bybit_public_trade.json"))
     assert trades == [
-        TradeEvent("bybit", "BTCUSDT", "20f43950-d8dd-5b31-9112-a178eb6023af", 16578.5, 0.001,
-                   "buy", 1672304486865000),
-        TradeEvent("bybit", "BTCUSDT", "a5b1e3f0-3b1c-5e2d-8c47-0d9a5f3b7e11", 16578.4, 0.25,
-                   "sell", 1672304486866000),
+        TradeEvent(
+            "bybit",
+            "BTCUSDT",
+            "20f43950-d8dd-5b31-9112-a178eb6023af",
+            16578.5,
+            0.001,
+            "buy",
+            1672304486865000,
+        ),
+        TradeEvent(
+            "bybit",
+            "BTCUSDT",
+            "a5b1e3f0-3b1c-5e2d-8c47-0d9a5f3b7e11",
+            16578.4,
+            0.25,
+            "sell",
+            1672304486866000,
+        ),
     ]
 
 
 def test_bybit_control_and_rest() -> None:
     assert parse_bybit_frame(golden("bybit_subscribe_ack.json")) == ControlMessage(
-        "bybit", "ack", "subscribe")
+        "bybit", "ack", "subscribe"
+    )
     pong = parse_bybit_frame(golden("bybit_pong.json"))
     assert isinstance(pong, ControlMessage) and pong.kind == "pong"
     snap = parse_bybit_snapshot(golden("bybit_rest_orderbook.json"), "BTCUSDT")
@@ -126,7 +156,12 @@ def test_bybit_control_and_rest() -> None:
 @pytest.mark.parametrize(
     "frame",
     [
-        b"", b"not json", b"[]", b"null", b"{}", b'{"stream":"x","data":[]}',
+        b"",
+        b"not json",
+        b"[]",
+        b"null",
+        b"{}",
+        b'{"stream":"x","data":[]}',
         b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":1,"u":2,"pu":0,"b":[],"a":{}}',
         b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":1,"u":2,"pu":0,"b":[["1","x"]],"a":[]}',
         b'{"e":"depthUpdate","E":1,"s":"BTCUSDT","U":1,"u":2,"pu":0,"b":[["-1","1"]],"a":[]}',
@@ -150,8 +185,9 @@ def test_binance_malformed_frames_raise_parse_error(frame: bytes) -> None:
 
 def test_huge_arrays_are_refused() -> None:
     levels = [["1.0", "1.0"]] * (MAX_LEVELS + 1)
-    frame = orjson.dumps({"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": 1, "u": 2, "pu": 0,
-                          "b": levels, "a": []})
+    frame = orjson.dumps(
+        {"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": 1, "u": 2, "pu": 0, "b": levels, "a": []}
+    )
     with pytest.raises(ParseError, match="levels"):
         parse_binance_frame(frame)
     trades = [{"T": 1, "s": "BTCUSDT", "S": "Buy", "v": "1", "p": "1", "i": "x"}] * 10_001
@@ -164,8 +200,9 @@ def test_huge_arrays_are_refused() -> None:
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=6), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=6), children, max_size=5)
+    ),
     max_leaves=25,
 )
 FIELDS_BINANCE = ["e", "E", "T", "s", "U", "u", "pu", "b", "a", "p", "q", "m", "stream", "data"]
@@ -227,13 +264,19 @@ def test_fuzz_arbitrary_json_never_escapes_parse_error(value: object) -> None:
 @FUZZ
 @given(st.data())
 def test_fuzz_mutated_golden_messages(data: st.DataObject) -> None:
-    for name in ("binance_depth_update_combined.json", "binance_agg_trade.json",
-                 "binance_depth_update_raw.json"):
+    for name in (
+        "binance_depth_update_combined.json",
+        "binance_agg_trade.json",
+        "binance_depth_update_raw.json",
+    ):
         frame = data.draw(_mutations(orjson.loads(golden(name)), FIELDS_BINANCE))
         _check(parse_binance_frame, frame)
         with contextlib.suppress(ParseError):
             parse_binance_snapshot(frame, "BTCUSDT")
-    for name in ("bybit_orderbook_delta.json", "bybit_public_trade.json",
-                 "bybit_orderbook_snapshot.json"):
+    for name in (
+        "bybit_orderbook_delta.json",
+        "bybit_public_trade.json",
+        "bybit_orderbook_snapshot.json",
+    ):
         frame = data.draw(_mutations(orjson.loads(golden(name)), FIELDS_BYBIT))
         _check(parse_bybit_frame, frame)

@@ -72,8 +72,17 @@ def transport(rng: random.Random, diffs: list[DepthUpdate], drop: float, dup: fl
 def snapshot_of(market: Market, exchange: str, last_id: int) -> DepthUpdate:
     bids, asks = market.truth[last_id]
     prev = -1 if exchange == "binance" else last_id - 1
-    return DepthUpdate(exchange, "X", "snapshot", last_id, last_id, prev, 1,
-                       sorted(bids.items()), sorted(asks.items()))
+    return DepthUpdate(
+        exchange,
+        "X",
+        "snapshot",
+        last_id,
+        last_id,
+        prev,
+        1,
+        sorted(bids.items()),
+        sorted(asks.items()),
+    )
 
 
 def run_machine(exchange: str, seed: int, n: int, drop: float, dup: float, swap: float):
@@ -90,8 +99,11 @@ def run_machine(exchange: str, seed: int, n: int, drop: float, dup: float, swap:
             mismatches.append(update.last_id)
         applied.append(update.last_id)
 
-    sync = BinanceBookSync("X", on_applied, reorder_window=4) if exchange == "binance" \
+    sync = (
+        BinanceBookSync("X", on_applied, reorder_window=4)
+        if exchange == "binance"
         else BybitBookSync("X", on_applied, reorder_window=4)
+    )
     box["sync"] = sync
     delivered = transport(rng, market.diffs, drop, dup, swap)
     resyncs = 0
@@ -106,7 +118,10 @@ def run_machine(exchange: str, seed: int, n: int, drop: float, dup: float, swap:
                 snap_id = max(k for k in market.truth if k <= max(1000, newest - rng.randint(0, 5)))
             outcome = sync.on_update(snapshot_of(market, exchange, snap_id))
             want_snapshot = sync.state is SyncState.WAITING or outcome in (
-                Outcome.GAP, Outcome.STALE_SNAPSHOT, Outcome.CROSSED)
+                Outcome.GAP,
+                Outcome.STALE_SNAPSHOT,
+                Outcome.CROSSED,
+            )
         outcome = sync.on_update(d)
         if outcome in (Outcome.GAP, Outcome.STALE_SNAPSHOT, Outcome.CROSSED):
             resyncs += 1
@@ -137,8 +152,13 @@ def test_duplicates_and_reorders_within_window_cause_no_resync(seed: int, exchan
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.integers(0, 2**32), st.sampled_from(["binance", "bybit"]),
-       st.floats(0.01, 0.2), st.floats(0, 0.2), st.floats(0, 0.3))
+@given(
+    st.integers(0, 2**32),
+    st.sampled_from(["binance", "bybit"]),
+    st.floats(0.01, 0.2),
+    st.floats(0, 0.2),
+    st.floats(0, 0.3),
+)
 def test_faulty_transport_never_yields_a_wrong_book(seed, exchange, drop, dup, swap) -> None:
     _market, applied, mismatches, _resyncs, sync = run_machine(exchange, seed, 200, drop, dup, swap)
     assert mismatches == []

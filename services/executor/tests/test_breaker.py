@@ -60,8 +60,11 @@ def test_half_open_probe_closes_on_success() -> None:
     assert not b.allow_request()  # only one probe in flight
     b.record_success()
     assert b.state == BreakerState.CLOSED
-    assert [t.to_state for t in seen] == [BreakerState.OPEN, BreakerState.HALF_OPEN,
-                                          BreakerState.CLOSED]
+    assert [t.to_state for t in seen] == [
+        BreakerState.OPEN,
+        BreakerState.HALF_OPEN,
+        BreakerState.CLOSED,
+    ]
 
 
 def test_half_open_failure_reopens_and_restarts_timeout() -> None:

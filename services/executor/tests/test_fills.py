@@ -21,14 +21,16 @@ from depthflow.executor.fills import (
 )
 from depthflow.executor.fsm import OrderState
 
-CFG = FillModelConfig(submit_latency_us=10_000, cancel_latency_us=10_000,
-                      maker_fee_rate=0.0002, taker_fee_rate=0.001)
+CFG = FillModelConfig(
+    submit_latency_us=10_000, cancel_latency_us=10_000, maker_fee_rate=0.0002, taker_fee_rate=0.001
+)
 BIDS = [(99.0, 1.0), (98.0, 2.0), (97.0, 5.0)]
 ASKS = [(101.0, 1.0), (102.0, 2.0), (103.0, 5.0)]
 
 
-def book(ts: int, bids: list[tuple[float, float]] = BIDS,
-         asks: list[tuple[float, float]] = ASKS) -> BookSnapshot:
+def book(
+    ts: int, bids: list[tuple[float, float]] = BIDS, asks: list[tuple[float, float]] = ASKS
+) -> BookSnapshot:
     return BookSnapshot(ts, bids, asks)
 
 
@@ -50,8 +52,9 @@ def market(oid: str, side: str, qty: float, ts: int = 0) -> SimOrder:
     return SimOrder(oid, side, OrderType.MARKET, qty, ts)  # type: ignore[arg-type]
 
 
-def limit(oid: str, side: str, qty: float, price: float, tif: TimeInForce = TimeInForce.GTC,
-          ts: int = 0) -> SimOrder:
+def limit(
+    oid: str, side: str, qty: float, price: float, tif: TimeInForce = TimeInForce.GTC, ts: int = 0
+) -> SimOrder:
     return SimOrder(oid, side, OrderType.LIMIT, qty, ts, price, tif)  # type: ignore[arg-type]
 
 
@@ -61,7 +64,9 @@ def test_market_order_walks_the_book_after_latency() -> None:
     ev = s.on_book(book(20_000))  # it arrived at 10ms and met the book of t=0
     f = fills_of(ev)
     assert [(x.price, x.qty, x.liquidity) for x in f] == [
-        (101.0, 1.0, Liquidity.TAKER), (102.0, 1.5, Liquidity.TAKER)]
+        (101.0, 1.0, Liquidity.TAKER),
+        (102.0, 1.5, Liquidity.TAKER),
+    ]
     assert all(x.ts_us == 10_000 for x in f)
     assert sum(x.fee for x in f) == pytest.approx((101 + 153) * 0.001)
     u = last_update(ev)
@@ -104,8 +109,11 @@ def test_passive_limit_queue_position() -> None:
 
 
 def test_queue_fraction_and_shrink_on_cancels() -> None:
-    s = sim(FillModelConfig(submit_latency_us=0, queue_ahead_fraction=0.5,
-                            shrink_queue_on_level_decrease=True))
+    s = sim(
+        FillModelConfig(
+            submit_latency_us=0, queue_ahead_fraction=0.5, shrink_queue_on_level_decrease=True
+        )
+    )
     s.submit(limit("g1", "sell", 1.0, 103.0))  # half of 5.0 ahead: 2.5
     s.on_book(book(1, asks=[(101.0, 1.0), (102.0, 2.0), (103.0, 1.0)]))  # cancels: <= 0.5 ahead
     (f,) = fills_of(s.on_trade(TradePrint(2, 103.0, 1.0, "buy")))
@@ -133,7 +141,9 @@ def test_cancel_before_arrival() -> None:
     s.cancel("g1", 1_000)  # effective at 11ms, after arrival at 10ms
     ev = s.advance(11_000)
     assert [u.state for u in ev if isinstance(u, OrderUpdate)] == [
-        OrderState.PLACED, OrderState.CANCELLED]
+        OrderState.PLACED,
+        OrderState.CANCELLED,
+    ]
 
 
 def test_book_crossing_a_resting_order_fills_it_as_maker() -> None:
@@ -180,14 +190,25 @@ def test_config_is_frozen_and_validated() -> None:
         FillModelConfig(queue_ahead_fraction=1.5)
 
 
-events = st.lists(st.one_of(
-    st.tuples(st.just("order"), st.sampled_from(["buy", "sell"]), st.integers(1, 40),
-              st.one_of(st.none(), st.integers(95, 105))),
-    st.tuples(st.just("trade"), st.sampled_from(["buy", "sell"]), st.integers(1, 40),
-              st.integers(95, 105)),
-    st.tuples(st.just("book"), st.integers(-3, 3), st.integers(1, 40), st.just(0)),
-    st.tuples(st.just("cancel"), st.integers(0, 30), st.just(0), st.just(0)),
-), max_size=40)
+events = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("order"),
+            st.sampled_from(["buy", "sell"]),
+            st.integers(1, 40),
+            st.one_of(st.none(), st.integers(95, 105)),
+        ),
+        st.tuples(
+            st.just("trade"),
+            st.sampled_from(["buy", "sell"]),
+            st.integers(1, 40),
+            st.integers(95, 105),
+        ),
+        st.tuples(st.just("book"), st.integers(-3, 3), st.integers(1, 40), st.just(0)),
+        st.tuples(st.just("cancel"), st.integers(0, 30), st.just(0), st.just(0)),
+    ),
+    max_size=40,
+)
 
 
 def _run(evs: list[tuple]) -> tuple[list[SimEvent], dict[str, SimOrder]]:  # type: ignore[type-arg]
@@ -197,16 +218,24 @@ def _run(evs: list[tuple]) -> tuple[list[SimEvent], dict[str, SimOrder]]:  # typ
     for i, (kind, a, b, c) in enumerate(evs):
         ts = (i + 1) * 3_000
         if kind == "order":
-            o = (market(f"o{i}", a, b / 10, ts) if c is None
-                 else limit(f"o{i}", a, b / 10, float(c), TimeInForce.GTC, ts))
+            o = (
+                market(f"o{i}", a, b / 10, ts)
+                if c is None
+                else limit(f"o{i}", a, b / 10, float(c), TimeInForce.GTC, ts)
+            )
             orders[o.order_id] = o
             out += s.submit(o)
         elif kind == "trade":
             out += s.on_trade(TradePrint(ts, float(c), b / 10, a))
         elif kind == "book":
             mid = 100 + a
-            out += s.on_book(BookSnapshot(ts, [(mid - 1 - k, b / 10) for k in range(5)],
-                                          [(mid + 1 + k, b / 10) for k in range(5)]))
+            out += s.on_book(
+                BookSnapshot(
+                    ts,
+                    [(mid - 1 - k, b / 10) for k in range(5)],
+                    [(mid + 1 + k, b / 10) for k in range(5)],
+                )
+            )
         elif orders:
             out += s.cancel(sorted(orders)[a % len(orders)], ts)
     out += s.advance(10**9)
@@ -225,12 +254,18 @@ def test_fill_model_invariants(evs: list[tuple]) -> None:  # type: ignore[type-a
             filled[e.order_id] = filled.get(e.order_id, 0.0) + e.qty
             assert e.qty > 0
             if o.limit_price is not None:
-                assert (e.price <= o.limit_price + 1e-9 if o.side == "buy"
-                        else e.price >= o.limit_price - 1e-9)
+                assert (
+                    e.price <= o.limit_price + 1e-9
+                    if o.side == "buy"
+                    else e.price >= o.limit_price - 1e-9
+                )
     for oid, q in filled.items():
         assert q <= orders[oid].qty + 1e-9
-    finals = [e for e in out if isinstance(e, OrderUpdate) and e.state in
-              (OrderState.FILLED, OrderState.CANCELLED)]
+    finals = [
+        e
+        for e in out
+        if isinstance(e, OrderUpdate) and e.state in (OrderState.FILLED, OrderState.CANCELLED)
+    ]
     assert len({u.order_id for u in finals}) == len(finals), "one terminal update per order"
     for u in finals:
         assert u.filled_qty == pytest.approx(filled.get(u.order_id, 0.0))

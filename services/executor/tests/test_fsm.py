@@ -30,7 +30,13 @@ MACHINES = [OrderFsm, PositionFsm]
 
 def test_seed_state_names() -> None:
     assert [s.value for s in OrderState] == [
-        "Pending", "Placed", "PartiallyFilled", "Filled", "Cancelled", "Rejected", "Failed",
+        "Pending",
+        "Placed",
+        "PartiallyFilled",
+        "Filled",
+        "Cancelled",
+        "Rejected",
+        "Failed",
     ]
     assert [s.value for s in PositionState] == ["Opening", "Open", "Closing", "Closed"]
 
@@ -138,29 +144,47 @@ def test_position_paths() -> None:
 
 def test_terminal_must_absorb_is_enforced() -> None:
     with pytest.raises(ValueError, match="must absorb"):
-        StateMachine("bad", OrderState, OrderFsmEvent, OrderState.PENDING,
-                     frozenset({OrderState.FILLED}),
-                     {(OrderState.FILLED, OrderFsmEvent.CANCEL): OrderState.CANCELLED})
+        StateMachine(
+            "bad",
+            OrderState,
+            OrderFsmEvent,
+            OrderState.PENDING,
+            frozenset({OrderState.FILLED}),
+            {(OrderState.FILLED, OrderFsmEvent.CANCEL): OrderState.CANCELLED},
+        )
 
 
-@pytest.mark.parametrize(("status", "state"), [
-    ("NEW", OrderState.PLACED), ("PARTIALLY_FILLED", OrderState.PARTIALLY_FILLED),
-    ("FILLED", OrderState.FILLED), ("CANCELED", OrderState.CANCELLED),
-    ("REJECTED", OrderState.REJECTED), ("EXPIRED", OrderState.CANCELLED),
-    ("EXPIRED_IN_MATCH", OrderState.CANCELLED),
-])
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("NEW", OrderState.PLACED),
+        ("PARTIALLY_FILLED", OrderState.PARTIALLY_FILLED),
+        ("FILLED", OrderState.FILLED),
+        ("CANCELED", OrderState.CANCELLED),
+        ("REJECTED", OrderState.REJECTED),
+        ("EXPIRED", OrderState.CANCELLED),
+        ("EXPIRED_IN_MATCH", OrderState.CANCELLED),
+    ],
+)
 def test_binance_statuses(status: str, state: OrderState) -> None:
     assert binance_order_state(status) == state
     assert venue_order_state("binance", status) == state
 
 
-@pytest.mark.parametrize(("status", "state"), [
-    ("Created", OrderState.PLACED), ("New", OrderState.PLACED),
-    ("PartiallyFilled", OrderState.PARTIALLY_FILLED), ("Filled", OrderState.FILLED),
-    ("Cancelled", OrderState.CANCELLED), ("PartiallyFilledCanceled", OrderState.CANCELLED),
-    ("Rejected", OrderState.REJECTED), ("Deactivated", OrderState.CANCELLED),
-    ("Untriggered", OrderState.PLACED),
-])
+@pytest.mark.parametrize(
+    ("status", "state"),
+    [
+        ("Created", OrderState.PLACED),
+        ("New", OrderState.PLACED),
+        ("PartiallyFilled", OrderState.PARTIALLY_FILLED),
+        ("Filled", OrderState.FILLED),
+        ("Cancelled", OrderState.CANCELLED),
+        ("PartiallyFilledCanceled", OrderState.CANCELLED),
+        ("Rejected", OrderState.REJECTED),
+        ("Deactivated", OrderState.CANCELLED),
+        ("Untriggered", OrderState.PLACED),
+    ],
+)
 def test_bybit_statuses(status: str, state: OrderState) -> None:
     assert bybit_order_state(status) == state
     assert venue_order_state("bybit", status) == state

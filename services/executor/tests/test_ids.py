@@ -34,11 +34,16 @@ def test_distinct_signals_and_legs_give_distinct_ids() -> None:
 
 def test_stable_across_processes() -> None:
     """No per-process salt (e.g. hash randomisation): a restart maps to the same id."""
-    code = ("from depthflow.executor.ids import client_order_id;"
-            "print(client_order_id('3f2a-signal'))")
+    code = (
+        "from depthflow.executor.ids import client_order_id;print(client_order_id('3f2a-signal'))"
+    )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={"PYTHONHASHSEED": "random"}).stdout.strip()
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "random"},
+    ).stdout.strip()
     assert out == client_order_id("3f2a-signal")
     assert out == "df-" + __import__("hashlib").sha256(b"3f2a-signal\x000").hexdigest()[:28]
 

@@ -46,8 +46,11 @@ def test_invalid_fill_refused() -> None:
         PositionFill("hold", 1.0, 1.0)  # type: ignore[arg-type]
 
 
-fills = st.lists(st.tuples(st.sampled_from(["buy", "sell"]), st.integers(1, 50),
-                           st.integers(50, 150)), min_size=1, max_size=40)
+fills = st.lists(
+    st.tuples(st.sampled_from(["buy", "sell"]), st.integers(1, 50), st.integers(50, 150)),
+    min_size=1,
+    max_size=40,
+)
 
 
 @settings(max_examples=200, deadline=None)

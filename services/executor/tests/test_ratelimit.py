@@ -96,8 +96,11 @@ def test_429_backs_off_with_retry_after_or_exponentially() -> None:
 def test_418_stops_until_the_ban_ends() -> None:
     clock = FakeClock()
     lim = VenueRateLimiter(binance_usdm_buckets(), clock, wall_clock=lambda: 1_700_000_000.0)
-    lim.on_response(418, {"Retry-After": "5"},
-                    '{"code":-1003,"msg":"Way too many requests; IP banned until 1700000120000."}')
+    lim.on_response(
+        418,
+        {"Retry-After": "5"},
+        '{"code":-1003,"msg":"Way too many requests; IP banned until 1700000120000."}',
+    )
     assert lim.state == LimiterState.BANNED
     assert lim.try_acquire({"weight": 1}) == pytest.approx(120.0)  # the body's time is later
     lim.on_response(429, {"Retry-After": "1"})  # does not shorten or downgrade the ban

@@ -27,10 +27,17 @@ def order(coid: str, state: OrderState, filled: float = 0.0, qty: float = 1.0) -
 
 def test_consistent_state_needs_nothing() -> None:
     lo = [order(A, OrderState.PLACED), order(B, OrderState.FILLED, 1.0)]
-    assert reconcile(local_orders=lo, venue_open_orders=[order(A, OrderState.PLACED)],
-                     local_positions=[PositionView("BTCUSDT", 1.0, 100.0)],
-                     venue_positions=[PositionView("BTCUSDT", 1.0, 100.0)],
-                     local_balances={"USDT": 1000.0}, venue_balances={"USDT": 1000.0}) == []
+    assert (
+        reconcile(
+            local_orders=lo,
+            venue_open_orders=[order(A, OrderState.PLACED)],
+            local_positions=[PositionView("BTCUSDT", 1.0, 100.0)],
+            venue_positions=[PositionView("BTCUSDT", 1.0, 100.0)],
+            local_balances={"USDT": 1000.0},
+            venue_balances={"USDT": 1000.0},
+        )
+        == []
+    )
 
 
 def test_missing_from_venue_open_orders_is_queried_never_assumed() -> None:
@@ -39,13 +46,18 @@ def test_missing_from_venue_open_orders_is_queried_never_assumed() -> None:
 
 
 def test_query_answer_applies_the_venue_state_and_fetches_fills() -> None:
-    actions = reconcile_orders([order(A, OrderState.PLACED)], [],
-                               {A: order(A, OrderState.FILLED, 1.0)})
+    actions = reconcile_orders(
+        [order(A, OrderState.PLACED)], [], {A: order(A, OrderState.FILLED, 1.0)}
+    )
     fetch, upd = actions
     assert isinstance(fetch, FetchFills) and fetch.venue_filled_qty == 1.0
     assert isinstance(upd, UpdateOrder)
     assert (upd.from_state, upd.to_state, upd.event, upd.legal) == (
-        OrderState.PLACED, OrderState.FILLED, OrderFsmEvent.FILL, True)
+        OrderState.PLACED,
+        OrderState.FILLED,
+        OrderFsmEvent.FILL,
+        True,
+    )
 
 
 def test_unknown_at_venue_pending_becomes_failed() -> None:
@@ -57,8 +69,10 @@ def test_unknown_at_venue_pending_becomes_failed() -> None:
 
 
 def test_partial_fill_progress_while_open() -> None:
-    actions = reconcile_orders([order(A, OrderState.PLACED, qty=2.0)],
-                               [order(A, OrderState.PARTIALLY_FILLED, 0.5, qty=2.0)])
+    actions = reconcile_orders(
+        [order(A, OrderState.PLACED, qty=2.0)],
+        [order(A, OrderState.PARTIALLY_FILLED, 0.5, qty=2.0)],
+    )
     assert [type(a) for a in actions] == [FetchFills, UpdateOrder]
 
 
@@ -84,11 +98,16 @@ def test_terminal_local_orders_are_left_alone() -> None:
 
 def test_positions_and_balances_follow_the_venue() -> None:
     actions = reconcile(
-        local_orders=[], venue_open_orders=[],
+        local_orders=[],
+        venue_open_orders=[],
         local_positions=[PositionView("BTCUSDT", 1.0, 100.0), PositionView("ETHUSDT", 2.0, 10.0)],
-        venue_positions=[PositionView("BTCUSDT", 0.5, 100.0), PositionView("SOLUSDT", -3.0, 5.0),
-                         PositionView("ETHUSDT", 2.0, 10.5)],
-        local_balances={"USDT": 1000.0, "BNB": 0.1}, venue_balances={"USDT": 990.0},
+        venue_positions=[
+            PositionView("BTCUSDT", 0.5, 100.0),
+            PositionView("SOLUSDT", -3.0, 5.0),
+            PositionView("ETHUSDT", 2.0, 10.5),
+        ],
+        local_balances={"USDT": 1000.0, "BNB": 0.1},
+        venue_balances={"USDT": 990.0},
     )
     pos = {a.symbol: a for a in actions if isinstance(a, SetPosition)}
     assert pos["BTCUSDT"].venue_qty == 0.5

@@ -33,7 +33,10 @@ def intent(coid: str, symbol: str, side: str, qty: float, price: float) -> Order
 
 def test_defaults_are_the_seed_settings() -> None:
     assert (LIMITS.max_open_positions, LIMITS.max_exposure_usdt, LIMITS.min_order_size_usdt) == (
-        5, 10_000.0, 5.0)
+        5,
+        10_000.0,
+        5.0,
+    )
     with pytest.raises(ValueError):
         RiskLimits(max_open_positon=3)  # type: ignore[call-arg]  # typo refused
 
@@ -45,7 +48,8 @@ def test_min_order_size_and_venue_minimum() -> None:
     d = evaluate({}, intent("a", "X", "buy", 5, 2.0), LIMITS, RiskState(), spec)
     assert d.reason == RejectReason.BELOW_VENUE_MINIMUM
     assert evaluate({}, intent("a", "X", "buy", 0, 2.0), LIMITS, RiskState()).reason == (
-        RejectReason.INVALID)
+        RejectReason.INVALID
+    )
 
 
 def test_max_open_positions() -> None:
@@ -68,8 +72,10 @@ def test_max_exposure_and_symbol_cap() -> None:
 
 def test_kill_switch_and_daily_loss_block_new_risk_not_exits() -> None:
     ex = {"A": SymbolExposure(position=1_000.0)}
-    for state, reason in [(RiskState(kill_switch=True), RejectReason.KILL_SWITCH),
-                          (RiskState(daily_pnl=-600), RejectReason.DAILY_LOSS_LIMIT)]:
+    for state, reason in [
+        (RiskState(kill_switch=True), RejectReason.KILL_SWITCH),
+        (RiskState(daily_pnl=-600), RejectReason.DAILY_LOSS_LIMIT),
+    ]:
         assert evaluate(ex, intent("a", "A", "buy", 1, 100), LIMITS, state).reason == reason
         assert evaluate(ex, intent("a", "B", "sell", 1, 100), LIMITS, state).reason == reason
         # selling 1000 USDT of a 1000 USDT long is the way out: allowed
@@ -84,28 +90,68 @@ def test_worst_case_counts_working_orders_both_ways() -> None:
 
 
 def test_sizing_from_conviction_rounds_down_to_lots_and_ticks() -> None:
-    s = size_order({}, symbol="BTCUSDT", side="buy", strength=0.5, confidence=0.8,
-                   price=40_000.07, spec=SPEC, limits=LIMITS)
+    s = size_order(
+        {},
+        symbol="BTCUSDT",
+        side="buy",
+        strength=0.5,
+        confidence=0.8,
+        price=40_000.07,
+        spec=SPEC,
+        limits=LIMITS,
+    )
     assert s.reason is None
     assert s.price == 40_000.0  # buy rounded down to the tick
     assert s.qty == 0.01  # 400 USDT / 40000 = 0.01
-    sell = size_order({}, symbol="BTCUSDT", side="sell", strength=1, confidence=1,
-                      price=40_000.01, spec=SPEC, limits=LIMITS)
+    sell = size_order(
+        {},
+        symbol="BTCUSDT",
+        side="sell",
+        strength=1,
+        confidence=1,
+        price=40_000.01,
+        spec=SPEC,
+        limits=LIMITS,
+    )
     assert sell.price == 40_000.1 and sell.qty == 0.024  # 1000 / 40000.1 = 0.02499.. -> 0.024
     assert sell.notional <= 1_000
 
 
 def test_sizing_capped_by_headroom_and_refused_when_none() -> None:
     ex = {"A": SymbolExposure(position=9_900.0)}
-    s = size_order(ex, symbol="BTCUSDT", side="buy", strength=1, confidence=1, price=40_000,
-                   spec=SPEC, limits=LIMITS)
+    s = size_order(
+        ex,
+        symbol="BTCUSDT",
+        side="buy",
+        strength=1,
+        confidence=1,
+        price=40_000,
+        spec=SPEC,
+        limits=LIMITS,
+    )
     assert s.qty == 0.002 and s.notional <= 100  # 100 USDT of headroom
     ex = {"A": SymbolExposure(position=9_998.0)}
-    s = size_order(ex, symbol="BTCUSDT", side="buy", strength=1, confidence=1, price=40_000,
-                   spec=SPEC, limits=LIMITS)
+    s = size_order(
+        ex,
+        symbol="BTCUSDT",
+        side="buy",
+        strength=1,
+        confidence=1,
+        price=40_000,
+        spec=SPEC,
+        limits=LIMITS,
+    )
     assert s.reason == RejectReason.NO_HEADROOM
-    weak = size_order({}, symbol="BTCUSDT", side="buy", strength=0.001, confidence=1,
-                      price=40_000, spec=SPEC, limits=LIMITS)
+    weak = size_order(
+        {},
+        symbol="BTCUSDT",
+        side="buy",
+        strength=0.001,
+        confidence=1,
+        price=40_000,
+        spec=SPEC,
+        limits=LIMITS,
+    )
     assert weak.reason == RejectReason.BELOW_MIN_ORDER_SIZE
 
 
@@ -135,12 +181,24 @@ def test_ledger_reservation_lifecycle() -> None:
 def test_size_and_reserve() -> None:
     ledger = RiskLedger(LIMITS)
     sizing, decision = ledger.size_and_reserve(
-        client_order_id("sig-1"), symbol="BTCUSDT", side="buy", strength=1, confidence=1,
-        price=40_000, spec=SPEC)
+        client_order_id("sig-1"),
+        symbol="BTCUSDT",
+        side="buy",
+        strength=1,
+        confidence=1,
+        price=40_000,
+        spec=SPEC,
+    )
     assert decision.accepted and sizing.qty == 0.025
     sizing, decision = ledger.size_and_reserve(
-        client_order_id("sig-1"), symbol="BTCUSDT", side="buy", strength=1, confidence=1,
-        price=40_000, spec=SPEC)
+        client_order_id("sig-1"),
+        symbol="BTCUSDT",
+        side="buy",
+        strength=1,
+        confidence=1,
+        price=40_000,
+        spec=SPEC,
+    )
     assert decision.reason == RejectReason.DUPLICATE  # a replayed signal reserves nothing more
     assert ledger.reserved_ids() == {client_order_id("sig-1")}
 
@@ -149,8 +207,12 @@ SYMBOLS = [f"SYM{i}USDT" for i in range(12)]
 PRICE = {s: 10.0 * (i + 1) for i, s in enumerate(SYMBOLS)}
 
 op = st.one_of(
-    st.tuples(st.just("order"), st.sampled_from(SYMBOLS), st.sampled_from(["buy", "sell"]),
-              st.floats(0.05, 4_000)),
+    st.tuples(
+        st.just("order"),
+        st.sampled_from(SYMBOLS),
+        st.sampled_from(["buy", "sell"]),
+        st.floats(0.05, 4_000),
+    ),
     st.tuples(st.just("fill"), st.integers(0, 200), st.floats(0.0, 1.0), st.just(0.0)),
     st.tuples(st.just("release"), st.integers(0, 200), st.just(0.0), st.just(0.0)),
 )
@@ -214,8 +276,7 @@ def test_concurrent_burst_from_threads() -> None:
 
 def test_restore_rebuilds_state() -> None:
     ledger = RiskLedger(LIMITS)
-    ledger.restore([("A", 2.0, 100.0), ("B", -1.0, 50.0)],
-                   [intent("o1", "A", "sell", 1.0, 101.0)])
+    ledger.restore([("A", 2.0, 100.0), ("B", -1.0, 50.0)], [intent("o1", "A", "sell", 1.0, 101.0)])
     ex = ledger.exposures()
     assert ex["A"] == SymbolExposure(200.0, 0.0, 101.0)
     assert ex["B"].worst_case == 50.0

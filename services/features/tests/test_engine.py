@@ -42,8 +42,7 @@ def test_no_nan_inf_and_invalid_carries_default(long_stream: tuple) -> None:
     assert np.array_equal(v[~ok], d[~ok])
 
 
-def test_state_round_trip_continues_identically(long_series: Series,
-                                                long_stream: tuple) -> None:
+def test_state_round_trip_continues_identically(long_series: Series, long_stream: tuple) -> None:
     events = long_series.events
     cut = len(events) * 3 // 5
     f = FeatureState()
@@ -122,9 +121,17 @@ def _books(draw: st.DrawFn) -> tuple[list, list]:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(_books(), st.integers(0, 90_000_000),
-                          st.lists(st.tuples(_price, _qty, st.booleans()), max_size=3)),
-                min_size=1, max_size=12))
+@given(
+    st.lists(
+        st.tuples(
+            _books(),
+            st.integers(0, 90_000_000),
+            st.lists(st.tuples(_price, _qty, st.booleans()), max_size=3),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
 def test_any_valid_books_give_finite_values_and_round_trip(steps: list) -> None:
     f = FeatureState()
     ts = T0

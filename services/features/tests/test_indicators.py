@@ -75,26 +75,38 @@ def reference(cs: list[Candle]) -> tuple[dict[str, float], dict[str, float]]:
     co = np.log(c / o)
     po, pc = o[t - 1], c[t - 1]
     engulf = 0.0
-    if (pc - po) * (c[t] - o[t]) < 0 and min(o[t], c[t]) <= min(po, pc) \
-            and max(o[t], c[t]) >= max(po, pc):
+    if (
+        (pc - po) * (c[t] - o[t]) < 0
+        and min(o[t], c[t]) <= min(po, pc)
+        and max(o[t], c[t]) >= max(po, pc)
+    ):
         engulf = np.sign(c[t] - o[t]) * (1 - abs(pc - po) / body)
     cand = {
-        "open": o[t], "high": h[t], "low": lo[t], "close": c[t], "volume": v[t],
-        "typical_price": tp[t], "returns": c[t] / pc - 1, "log_returns": math.log(c[t] / pc),
-        "high_low_range": rng, "close_open_diff": c[t] - o[t], "upper_shadow": up,
-        "lower_shadow": dn, "body_size": body,
+        "open": o[t],
+        "high": h[t],
+        "low": lo[t],
+        "close": c[t],
+        "volume": v[t],
+        "typical_price": tp[t],
+        "returns": c[t] / pc - 1,
+        "log_returns": math.log(c[t] / pc),
+        "high_low_range": rng,
+        "close_open_diff": c[t] - o[t],
+        "upper_shadow": up,
+        "lower_shadow": dn,
+        "body_size": body,
         "realized_volatility": math.sqrt(np.sum(lr[-20:] ** 2)),
         "parkinson_volatility": math.sqrt(np.sum(hl[-20:] ** 2) / (4 * math.log(2) * 20)),
-        "garman_klass_volatility": math.sqrt(max(0.0, np.mean(
-            0.5 * hl[-20:] ** 2 - (2 * math.log(2) - 1) * co[-20:] ** 2))),
+        "garman_klass_volatility": math.sqrt(
+            max(0.0, np.mean(0.5 * hl[-20:] ** 2 - (2 * math.log(2) - 1) * co[-20:] ** 2))
+        ),
         "volume_ma_ratio": v[t] / v[-20:].mean() if v[-20:].mean() > 0 else 1.0,
         "volume_change_rate": v[t] / v[t - 1] - 1 if v[t - 1] > 0 else 0.0,
         "price_volume_trend": (c[t] / pc - 1) * v[t],
         "volume_weighted_price": nt[t] / v[t] if v[t] > 0 else 0.0,
         "money_flow": tp[t] * v[t],
         "doji_strength": 1 - body / rng if rng > 0 else 0.0,
-        "hammer_strength": (dn / rng if dn >= 2 * body and up <= body else 0.0)
-        if rng > 0 else 0.0,
+        "hammer_strength": (dn / rng if dn >= 2 * body and up <= body else 0.0) if rng > 0 else 0.0,
         "engulfing_strength": engulf,
         "gap_size": (o[t] - pc) / pc * 1e4,
     }
@@ -110,8 +122,9 @@ def reference(cs: list[Candle]) -> tuple[dict[str, float], dict[str, float]]:
     atr = wilder(tr, 14)
     pdi = 100 * wilder(pdm, 14) / atr
     mdi = 100 * wilder(mdm, 14) / atr
-    dx = np.where(pdi + mdi > 0, 100 * np.abs(pdi - mdi) / np.where(pdi + mdi > 0, pdi + mdi, 1),
-                  0.0)
+    dx = np.where(
+        pdi + mdi > 0, 100 * np.abs(pdi - mdi) / np.where(pdi + mdi > 0, pdi + mdi, 1), 0.0
+    )
     adx = wilder(dx[13:], 14)[-1]
     ch = np.diff(c)
 
@@ -121,7 +134,7 @@ def reference(cs: list[Candle]) -> tuple[dict[str, float], dict[str, float]]:
         return 100 - 100 / (1 + g / ls) if ls > 0 else (100.0 if g > 0 else 50.0)
 
     def stoch_k(k: int) -> float:
-        hh, ll = h[k - 13:k + 1].max(), lo[k - 13:k + 1].min()
+        hh, ll = h[k - 13 : k + 1].max(), lo[k - 13 : k + 1].min()
         return 100 * (c[k] - ll) / (hh - ll) if hh > ll else 50.0
 
     hh, ll = h[-14:].max(), lo[-14:].min()
@@ -134,21 +147,35 @@ def reference(cs: list[Candle]) -> tuple[dict[str, float], dict[str, float]]:
     e20 = ema_series(c, 20)[-1]
     nvi = 1000.0 * np.prod([c[k] / c[k - 1] for k in range(1, t + 1) if v[k] < v[k - 1]])
     ind = {
-        "sma_10": c[-10:].mean(), "sma_20": sma20, "sma_50": c[-50:].mean(),
-        "ema_10": ema_series(c, 10)[-1], "ema_20": e20, "ema_50": ema_series(c, 50)[-1],
-        "macd": macd[-1], "macd_signal": sig, "macd_histogram": macd[-1] - sig,
-        "adx": adx, "plus_di": pdi[-1], "minus_di": mdi[-1],
-        "rsi_14": rsi(14), "rsi_28": rsi(28),
+        "sma_10": c[-10:].mean(),
+        "sma_20": sma20,
+        "sma_50": c[-50:].mean(),
+        "ema_10": ema_series(c, 10)[-1],
+        "ema_20": e20,
+        "ema_50": ema_series(c, 50)[-1],
+        "macd": macd[-1],
+        "macd_signal": sig,
+        "macd_histogram": macd[-1] - sig,
+        "adx": adx,
+        "plus_di": pdi[-1],
+        "minus_di": mdi[-1],
+        "rsi_14": rsi(14),
+        "rsi_28": rsi(28),
         "stochastic_k": stoch_k(t),
         "stochastic_d": (stoch_k(t) + stoch_k(t - 1) + stoch_k(t - 2)) / 3,
         "williams_r": -100 * (hh - c[t]) / (hh - ll) if hh > ll else -50.0,
         "cci": (tp[t] - tp[-20:].mean()) / (0.015 * md) if md > 0 else 0.0,
-        "momentum_10": c[t] - c[t - 10], "roc": 100 * (c[t] / c[t - 12] - 1),
+        "momentum_10": c[t] - c[t - 10],
+        "roc": 100 * (c[t] / c[t - 12] - 1),
         "mfi": 100 - 100 / (1 + pos / neg) if neg > 0 else (100.0 if pos > 0 else 50.0),
-        "bollinger_upper": sma20 + 2 * sd, "bollinger_middle": sma20,
-        "bollinger_lower": sma20 - 2 * sd, "bollinger_width": 4 * sd / sma20,
+        "bollinger_upper": sma20 + 2 * sd,
+        "bollinger_middle": sma20,
+        "bollinger_lower": sma20 - 2 * sd,
+        "bollinger_width": 4 * sd / sma20,
         "bollinger_pct": (c[t] - (sma20 - 2 * sd)) / (4 * sd) if sd > 0 else 0.5,
-        "atr_14": atr[-1], "keltner_upper": e20 + 2 * atr[-1], "keltner_lower": e20 - 2 * atr[-1],
+        "atr_14": atr[-1],
+        "keltner_upper": e20 + 2 * atr[-1],
+        "keltner_lower": e20 - 2 * atr[-1],
         "obv": float(np.sum(np.sign(ch) * v[1:])),
         "vwap": nt[-50:].sum() / v[-50:].sum(),
         "ad_line": float(np.sum(mfm * v)),

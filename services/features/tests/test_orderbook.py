@@ -121,8 +121,13 @@ def test_second_book_temporal_hand_worked(two_books: tuple[dict, dict]) -> None:
         assert got == pytest.approx(w, rel=1e-12), name
     # mean level 13/5 -> large >= 5.2: no level qualifies, index 0 and valid
     assert s["smart_money_index"] == (0.0, True)
-    for name in ("kyle_lambda", "amihud_illiquidity", "roll_spread", "orderbook_volatility",
-                 "spread_volatility"):
+    for name in (
+        "kyle_lambda",
+        "amihud_illiquidity",
+        "roll_spread",
+        "orderbook_volatility",
+        "spread_volatility",
+    ):
         assert not s[name][1], name  # fewer than 10 observations
 
 
@@ -191,8 +196,11 @@ def test_kyle_amihud_roll_volatility_against_definition() -> None:
     def ew_std(xs: list[float]) -> float:
         ms = [ew(xs[: k + 1]) for k in range(len(xs))]
         n = len(xs) - 1
-        return math.sqrt(sum((1 - a) * a * (1 - a) ** (n - k) * (xs[k] - ms[k - 1]) ** 2
-                             for k in range(1, n + 1)))
+        return math.sqrt(
+            sum(
+                (1 - a) * a * (1 - a) ** (n - k) * (xs[k] - ms[k - 1]) ** 2 for k in range(1, n + 1)
+            )
+        )
 
     x = svs[1:]
     y = [mids[k] - mids[k - 1] for k in range(1, len(mids))]
@@ -210,5 +218,13 @@ def test_kyle_amihud_roll_volatility_against_definition() -> None:
     assert last["roll_spread"][0] == pytest.approx(roll, rel=1e-9, abs=1e-12)
     assert last["orderbook_volatility"][0] == pytest.approx(ew_std(r), rel=1e-9)
     assert last["spread_volatility"][0] == pytest.approx(ew_std(spreads), rel=1e-9)
-    assert all(last[n][1] for n in ("kyle_lambda", "amihud_illiquidity", "roll_spread",
-                                    "orderbook_volatility", "spread_volatility"))
+    assert all(
+        last[n][1]
+        for n in (
+            "kyle_lambda",
+            "amihud_illiquidity",
+            "roll_spread",
+            "orderbook_volatility",
+            "spread_volatility",
+        )
+    )

@@ -49,7 +49,7 @@ def test_any_interleaving_equals_the_canonical_replay_and_replays_are_skipped() 
     _feed(pipe, arrivals[:half], out)
     # checkpoint, "crash", restore, and replay from an earlier offset
     restored = SymbolPipeline.from_state(json.loads(json.dumps(pipe.to_state())), HOLD, 0)
-    _feed(restored, arrivals[half // 2:], out)
+    _feed(restored, arrivals[half // 2 :], out)
     assert [v.book_seq for v in out] == [e[5] for e in series.events if e[0] == "b"]
     np.testing.assert_allclose(np.array([v.values for v in out]), expected, rtol=1e-12)
     assert (np.array([v.valid for v in out]) == expected_ok).all()
@@ -60,8 +60,7 @@ def test_min_emit_interval_thins_the_output_but_not_the_state() -> None:
     series = generate(300, seed=4, mean_gap_us=100_000)
     pipe = SymbolPipeline("binance", "BTCUSDT", 0, min_interval_us=1_000_000)
     out: list = []
-    _feed(pipe, [("b" if e[0] == "b" else "t", i, e) for i, e in enumerate(series.events)],
-          out)
+    _feed(pipe, [("b" if e[0] == "b" else "t", i, e) for i, e in enumerate(series.events)], out)
     emitted = [v for v in out if v.emit]
     assert len(out) == 300 and 0 < len(emitted) < 100
     gaps = np.diff([v.exchange_ts_us for v in emitted])

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from depthflow.sim.book import ASK, BID, Book, RestingOrder
 from depthflow.sim.history import BookHistory
 from depthflow.sim.instruments import instrument_for
 from depthflow.sim.market import Market
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def _market(seed: int = 1, symbol: str = "BTCUSDT", **kw: int) -> Market:
@@ -93,8 +94,12 @@ def test_resting_order_fills_after_queue_ahead() -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(ops=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 1), st.integers(90, 110),
-                              st.integers(1, 20)), max_size=80))
+@given(
+    ops=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 1), st.integers(90, 110), st.integers(1, 20)),
+        max_size=80,
+    )
+)
 def test_book_invariants_hold_for_any_operations(ops: list[tuple[int, int, int, int]]) -> None:
     book, ch = Book(), []
     hist = BookHistory({}, {}, 0, retain=10_000, checkpoint_every=7)

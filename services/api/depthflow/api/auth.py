@@ -23,6 +23,7 @@ from typing import Literal
 import jwt
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
 from depthflow.api.config import ApiSettings, _looks_placeholder
 
 ALGORITHM = "HS256"

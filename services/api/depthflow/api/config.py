@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode
+
 from depthflow.common.db import ident
 from depthflow.common.settings import (
     Environment,
@@ -18,8 +21,6 @@ from depthflow.common.settings import (
     load_settings,
     settings_config,
 )
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode
 
 # Development defaults: usable out of the box, refused everywhere else.
 DEV_SECRET_KEY = "depthflow-development-secret-key-do-not-use-in-production"  # noqa: S105 - refused outside development

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import asyncpg
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from depthflow.api.auth import AuthError, IpThrottle, Passwords, Role, TokenService
 from depthflow.api.config import Settings
 from depthflow.api.control import ControlWriter
@@ -22,8 +25,6 @@ from depthflow.api.readmodel import ExecutorReadModel
 from depthflow.api.store import ControlStore, UserStore
 from depthflow.common.kafka import AsyncProducer
 from depthflow.common.metrics import ServiceMetrics
-from fastapi import Depends, HTTPException, Request, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+
 from depthflow.api.config import ApiSettings
 from depthflow.api.hub import Hub
 from depthflow.api.views import MarketView, OrderView, SignalView, StatusView

@@ -14,6 +14,7 @@ from collections import deque
 from typing import Literal
 
 import orjson
+
 from depthflow.common.schemas import Book, OrderEvent, Signal
 
 Channel = Literal["books", "signals", "orders"]

@@ -5,6 +5,7 @@ import time
 import uuid
 
 from confluent_kafka import Consumer
+
 from depthflow.common.schemas import CONTROL
 from depthflow.common.testing import eventually
 

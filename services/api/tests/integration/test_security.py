@@ -6,6 +6,7 @@ import uuid
 
 import jwt
 import pytest
+
 from depthflow.common.testing import eventually
 
 PROTECTED_GET = [

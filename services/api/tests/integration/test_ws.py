@@ -6,9 +6,10 @@ import time
 import uuid
 
 import pytest
-from depthflow.common.testing import eventually
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
+
+from depthflow.common.testing import eventually
 
 
 def _recv_until(ws, predicate, timeout=15.0):

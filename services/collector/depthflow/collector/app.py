@@ -54,21 +54,31 @@ async def open_sink(
 
     s = settings
     await asyncio.to_thread(
-        migrate, postgres.dsn.get_secret_value(), s.db_schema,
+        migrate,
+        postgres.dsn.get_secret_value(),
+        s.db_schema,
         load_migrations("depthflow.collector"),
     )
     pool = await create_pool(postgres)
     exit_stack.push_async_callback(pool.close)
     today = dt.datetime.now(dt.UTC).date()
-    await ensure_partitions(pool, s.db_schema, today - dt.timedelta(days=1),
-                            s.partitions_ahead_days + 1)
+    await ensure_partitions(
+        pool, s.db_schema, today - dt.timedelta(days=1), s.partitions_ahead_days + 1
+    )
     dlq = AsyncProducer(kafka, client_id="collector-dlq")
     await dlq.start()
     exit_stack.push_async_callback(dlq.stop)
     sink = BookSink(
-        kafka, pool, schema=s.db_schema, book_topic=s.topic_book,
-        health_topic=s.topic_health, group_id=s.db_group_id, dlq_producer=dlq,
-        metrics=metrics, batch_size=s.db_batch_size, max_buffered=s.db_max_buffered,
+        kafka,
+        pool,
+        schema=s.db_schema,
+        book_topic=s.topic_book,
+        health_topic=s.topic_health,
+        group_id=s.db_group_id,
+        dlq_producer=dlq,
+        metrics=metrics,
+        batch_size=s.db_batch_size,
+        max_buffered=s.db_max_buffered,
         session_timeout_ms=s.db_session_timeout_ms,
     )
     await sink.start()
@@ -97,8 +107,11 @@ class CollectorService(Service):
         self.http = http or HttpSettings()
         self.ws_base, self.rest_base = settings.endpoints()
         self.topics = TopicNames(
-            settings.topic_depth_raw, settings.topic_book, settings.topic_trades,
-            settings.topic_health, settings.topic_dlq,
+            settings.topic_depth_raw,
+            settings.topic_book,
+            settings.topic_trades,
+            settings.topic_health,
+            settings.topic_dlq,
         )
         self.metrics = CollectorMetrics(ServiceMetrics("collector"), settings.exchange)
         self.producer: Producer | None = None
@@ -121,26 +134,40 @@ class CollectorService(Service):
     async def on_start(self) -> None:
         s = self.settings
         names = self.topics
-        create_topics(self.kafka, [
-            Topic(names.depth_raw, DEPTH_RAW.model, DEPTH_RAW.key, DEPTH_RAW.retention_ms),
-            Topic(names.book, BOOK.model, BOOK.key, BOOK.retention_ms),
-            Topic(names.trades, TRADES.model, TRADES.key, TRADES.retention_ms),
-            Topic(names.health, HEALTH.model, HEALTH.key, HEALTH.retention_ms),
-            Topic(names.dlq, dlq_topic("collector").model, "{source_topic}",
-                  dlq_topic("collector").retention_ms),
-        ])
+        create_topics(
+            self.kafka,
+            [
+                Topic(names.depth_raw, DEPTH_RAW.model, DEPTH_RAW.key, DEPTH_RAW.retention_ms),
+                Topic(names.book, BOOK.model, BOOK.key, BOOK.retention_ms),
+                Topic(names.trades, TRADES.model, TRADES.key, TRADES.retention_ms),
+                Topic(names.health, HEALTH.model, HEALTH.key, HEALTH.retention_ms),
+                Topic(
+                    names.dlq,
+                    dlq_topic("collector").model,
+                    "{source_topic}",
+                    dlq_topic("collector").retention_ms,
+                ),
+            ],
+        )
         self.producer = Producer(self.kafka, client_id=f"collector-{s.exchange}")
         self.exit_stack.callback(self._flush_producer)
         self.feed = FeedProcessor(
-            s.exchange, s.symbols, self.producer, self.topics,
-            book_levels=s.book_levels, reorder_window=s.reorder_window,
-            metrics=self.metrics, request_resync=self._request_resync,
+            s.exchange,
+            s.symbols,
+            self.producer,
+            self.topics,
+            book_levels=s.book_levels,
+            reorder_window=s.reorder_window,
+            metrics=self.metrics,
+            request_resync=self._request_resync,
         )
         self._http = aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=s.snapshot_timeout_s))
+            timeout=aiohttp.ClientTimeout(total=s.snapshot_timeout_s)
+        )
         self.exit_stack.push_async_callback(self._http.close)
         self.health_server = HealthServer(
-            self.metrics.service, self.http.host, self.http.port, lambda: self.ready)
+            self.metrics.service, self.http.host, self.http.port, lambda: self.ready
+        )
         await self.health_server.start()
         self.exit_stack.push_async_callback(self.health_server.stop)
         if s.write_db:
@@ -155,7 +182,8 @@ class CollectorService(Service):
         if self.postgres is None:
             raise ValueError("write_db needs PostgreSQL settings")
         self.pool, self.sink = await open_sink(
-            self.exit_stack, self.settings, self.kafka, self.postgres, self.metrics)
+            self.exit_stack, self.settings, self.kafka, self.postgres, self.metrics
+        )
 
     async def on_stop(self) -> None:
         self._stop.set()
@@ -198,7 +226,11 @@ class CollectorService(Service):
                 self._add_group(f"bybit-{n}", url, chunk, requests, s.bybit_ping_interval_s)
 
     def _add_group(
-        self, name: str, url: str, symbols: list[str], subscribe: list[dict[str, object]],
+        self,
+        name: str,
+        url: str,
+        symbols: list[str],
+        subscribe: list[dict[str, object]],
         app_ping_s: float | None,
     ) -> None:
         s = self.settings
@@ -207,9 +239,15 @@ class CollectorService(Service):
 
         def make() -> WsConnection:
             return WsConnection(
-                name, url, feed.on_frame, self._on_conn_event, subscribe=subscribe,
-                app_ping_s=app_ping_s, stale_after_s=s.stale_after_s,
-                backoff_initial_s=s.reconnect_initial_s, backoff_max_s=s.reconnect_max_s,
+                name,
+                url,
+                feed.on_frame,
+                self._on_conn_event,
+                subscribe=subscribe,
+                app_ping_s=app_ping_s,
+                stale_after_s=s.stale_after_s,
+                backoff_initial_s=s.reconnect_initial_s,
+                backoff_max_s=s.reconnect_max_s,
             )
 
         group = ConnectionGroup(make, s.roll_after_s, first_data_timeout_s=s.stale_after_s * 3)
@@ -270,7 +308,8 @@ class CollectorService(Service):
         try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(
-                    (aiohttp.ClientError, asyncio.TimeoutError, SnapshotUnavailable)),
+                    (aiohttp.ClientError, asyncio.TimeoutError, SnapshotUnavailable)
+                ),
                 wait=wait_exponential_jitter(multiplier=0.2, max=10.0, jitter=0.2),
                 reraise=True,
             ):
@@ -316,7 +355,8 @@ class CollectorService(Service):
             feed.flush_metrics()
             now = time.monotonic()
             self.metrics.synced_books.labels(s.exchange).set(
-                sum(1 for x in feed.syncs.values() if x.synced))
+                sum(1 for x in feed.syncs.values() if x.synced)
+            )
             for symbol in feed.stale_symbols(now, s.stale_after_s):
                 if symbol in self._inflight:
                     continue
@@ -406,12 +446,14 @@ class SinkService(Service):
         self.pool: Any = None
 
     async def on_start(self) -> None:
-        health = HealthServer(self.metrics.service, self.http.host, self.http.port,
-                              lambda: self.ready)
+        health = HealthServer(
+            self.metrics.service, self.http.host, self.http.port, lambda: self.ready
+        )
         await health.start()
         self.exit_stack.push_async_callback(health.stop)
         self.pool, self.sink = await open_sink(
-            self.exit_stack, self.settings, self.kafka, self.postgres, self.metrics)
+            self.exit_stack, self.settings, self.kafka, self.postgres, self.metrics
+        )
         self.metrics.service.up.set(1)
 
     async def run(
@@ -424,5 +466,6 @@ class SinkService(Service):
         seconds (burst mode: drain and return). ``start`` already waited for the group to
         assign partitions, so the idle clock does not run during the join."""
         assert self.sink is not None
-        return int(await self.sink.loop.run(stop, max_messages=max_messages,
-                                            idle_timeout=idle_timeout))
+        return int(
+            await self.sink.loop.run(stop, max_messages=max_messages, idle_timeout=idle_timeout)
+        )

@@ -20,8 +20,15 @@ _INF = float("inf")
 class LocalBook:
     """One symbol's L2 book. Quantities are absolute; a zero quantity removes the level."""
 
-    __slots__ = ("_ask_prices", "_bid_prices", "asks", "asks_top_dirty", "bids",
-                 "bids_top_dirty", "watch_levels")
+    __slots__ = (
+        "_ask_prices",
+        "_bid_prices",
+        "asks",
+        "asks_top_dirty",
+        "bids",
+        "bids_top_dirty",
+        "watch_levels",
+    )
 
     def __init__(self, watch_levels: int = 20) -> None:
         self.bids: dict[float, float] = {}

@@ -18,12 +18,15 @@ def collector(
     ctx: typer.Context,
     exchange: str | None = typer.Option(None, help="binance | bybit"),
     symbols: str | None = typer.Option(
-        None, help="comma-separated, e.g. BTCUSDT,ETHUSDT (default: TRADING_PAIRS)"),
+        None, help="comma-separated, e.g. BTCUSDT,ETHUSDT (default: TRADING_PAIRS)"
+    ),
     source: str | None = typer.Option(
-        None, help="sim | binance | binance-testnet | bybit | bybit-testnet"),
+        None, help="sim | binance | binance-testnet | bybit | bybit-testnet"
+    ),
     sim_url: str | None = typer.Option(None, help="simulator base URL (source sim)"),
-    write_db: bool | None = typer.Option(None, "--write-db/--no-write-db",
-                                         help="store top-of-book changes in PostgreSQL"),
+    write_db: bool | None = typer.Option(
+        None, "--write-db/--no-write-db", help="store top-of-book changes in PostgreSQL"
+    ),
     max_messages: int | None = typer.Option(None, help="stop after this many frames"),
     idle_timeout: float | None = typer.Option(None, help="stop after this many silent seconds"),
 ) -> None:
@@ -41,11 +44,17 @@ def collector(
     )
 
     settings = load_settings(
-        CollectorSettings, exchange=exchange, symbols=symbols, source=source, sim_url=sim_url,
+        CollectorSettings,
+        exchange=exchange,
+        symbols=symbols,
+        source=source,
+        sim_url=sim_url,
         write_db=write_db,
     )
     service = CollectorService(
-        settings, load_settings(KafkaSettings), load_settings(PostgresSettings),
+        settings,
+        load_settings(KafkaSettings),
+        load_settings(PostgresSettings),
         load_settings(HttpSettings),
     )
     if max_messages is None and idle_timeout is None:
@@ -65,7 +74,8 @@ def collector(
 @app.command("sink")
 def sink(
     idle_timeout: float | None = typer.Option(
-        None, help="burst mode: drain, then exit after this many silent seconds"),
+        None, help="burst mode: drain, then exit after this many silent seconds"
+    ),
 ) -> None:
     """Run only the md.book/md.health → PostgreSQL sink (its own process)."""
     from depthflow.collector.app import SinkService
@@ -79,8 +89,10 @@ def sink(
     )
 
     service = SinkService(
-        load_settings(CollectorSettings), load_settings(KafkaSettings),
-        load_settings(PostgresSettings), load_settings(HttpSettings),
+        load_settings(CollectorSettings),
+        load_settings(KafkaSettings),
+        load_settings(PostgresSettings),
+        load_settings(HttpSettings),
     )
     if idle_timeout is None:
         asyncio.run(run_service(service))
@@ -99,8 +111,9 @@ def sink(
 @app.command("export")
 def export(
     out: Path = typer.Argument(..., help="CSV file to write"),  # noqa: B008 - typer's idiom
-    fmt: str = typer.Option("quotes", "--format",
-                            help="quotes | book_snapshot_25 | incremental_book_L2"),
+    fmt: str = typer.Option(
+        "quotes", "--format", help="quotes | book_snapshot_25 | incremental_book_L2"
+    ),
     symbol: str | None = typer.Option(None, help="only this symbol"),
     schema: str | None = typer.Option(None, help="PostgreSQL schema (default: settings)"),
 ) -> None:
@@ -113,14 +126,16 @@ def export(
     settings = load_settings(CollectorSettings)
     if fmt == "quotes":
         pg = load_settings(PostgresSettings)
-        rows = export_quotes(pg.dsn.get_secret_value(), schema or settings.db_schema, out,
-                             symbol)
+        rows = export_quotes(pg.dsn.get_secret_value(), schema or settings.db_schema, out, symbol)
     elif fmt in ("book_snapshot_25", "incremental_book_L2"):
         kafka = load_settings(KafkaSettings)
         values = read_topic_values(kafka.confluent_config(), settings.topic_depth_raw)
         n_inc, n_snap = export_books(
-            values, incremental=out if fmt == "incremental_book_L2" else None,
-            snapshot_25=out if fmt == "book_snapshot_25" else None, symbol=symbol)
+            values,
+            incremental=out if fmt == "incremental_book_L2" else None,
+            snapshot_25=out if fmt == "book_snapshot_25" else None,
+            symbol=symbol,
+        )
         rows = n_inc or n_snap
     else:
         raise typer.BadParameter(f"unknown format {fmt!r}")

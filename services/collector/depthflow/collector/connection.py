@@ -102,8 +102,10 @@ class WsConnection:
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception_type(RECONNECTABLE),
                     wait=wait_exponential_jitter(
-                        multiplier=self.backoff_initial_s, max=self.backoff_max_s,
-                        jitter=self.backoff_initial_s),
+                        multiplier=self.backoff_initial_s,
+                        max=self.backoff_max_s,
+                        jitter=self.backoff_initial_s,
+                    ),
                     reraise=True,
                 ):
                     with attempt:
@@ -122,8 +124,13 @@ class WsConnection:
         delivered = False
         try:
             async with connect(
-                self.url, ping_interval=20, ping_timeout=20, close_timeout=2,
-                max_size=8 * 1024 * 1024, max_queue=4096, compression=None,
+                self.url,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+                max_size=8 * 1024 * 1024,
+                max_queue=4096,
+                compression=None,
             ) as ws:
                 self._ws = ws
                 self.sessions += 1
@@ -131,9 +138,7 @@ class WsConnection:
                 for request in self.subscribe:
                     await ws.send(orjson.dumps(request).decode())
                 self.on_event(self.conn_id, "connected")
-                pinger = (
-                    asyncio.create_task(self._app_ping(ws)) if self.app_ping_s else None
-                )
+                pinger = asyncio.create_task(self._app_ping(ws)) if self.app_ping_s else None
                 watchdog = asyncio.create_task(self._watch_silence(ws))
                 try:
                     on_frame = self.on_frame
@@ -176,8 +181,10 @@ class WsConnection:
                 await asyncio.sleep(min(1.0, self.stale_after_s / 4))
                 silent = time.monotonic() - self.last_frame_monotonic
                 if silent >= self.stale_after_s:
-                    log.warning("connection silent; reconnecting",
-                                extra={"conn_id": self.conn_id, "silent_s": round(silent, 2)})
+                    log.warning(
+                        "connection silent; reconnecting",
+                        extra={"conn_id": self.conn_id, "silent_s": round(silent, 2)},
+                    )
                     await ws.close(code=4000, reason="silent")
                     return
 
@@ -211,14 +218,22 @@ class ConnectionGroup:
                 try:
                     await asyncio.wait_for(new.first_data.wait(), self.first_data_timeout_s)
                 except TimeoutError:
-                    log.warning("roll: new connection delivered nothing; keeping the old one",
-                                extra={"conn_id": new.conn_id})
+                    log.warning(
+                        "roll: new connection delivered nothing; keeping the old one",
+                        extra={"conn_id": new.conn_id},
+                    )
                     await new.close()
                     continue
                 old, self.current = self.current, new
                 self.rolls += 1
-                log.info("connection rolled", extra={"old": old.conn_id, "new": new.conn_id,
-                                                     "age_s": round(time.monotonic() - started)})
+                log.info(
+                    "connection rolled",
+                    extra={
+                        "old": old.conn_id,
+                        "new": new.conn_id,
+                        "age_s": round(time.monotonic() - started),
+                    },
+                )
                 await old.close()
         finally:
             if self.current is not None:

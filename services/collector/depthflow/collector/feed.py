@@ -52,8 +52,12 @@ Headers = list[tuple[str, bytes]]
 
 class Publisher(Protocol):
     def produce(
-        self, topic: str, value: bytes, key: bytes | None = None,
-        headers: Headers | None = None, timestamp_ms: int = 0,
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
+        headers: Headers | None = None,
+        timestamp_ms: int = 0,
     ) -> None: ...
 
 
@@ -170,8 +174,9 @@ class FeedProcessor:
         assert isinstance(event, ControlMessage)
         self.stats.control += 1
         if event.kind == "error":
-            log.warning("exchange replied with an error", extra={"conn_id": conn_id,
-                                                                 "detail": event.detail})
+            log.warning(
+                "exchange replied with an error", extra={"conn_id": conn_id, "detail": event.detail}
+            )
         return None
 
     def on_snapshot_body(
@@ -257,11 +262,23 @@ class FeedProcessor:
         for t in trades:
             if t.symbol != symbol:
                 continue  # one frame carries one topic; anything else is not ours to key
-            produce(topic, orjson.dumps({
-                "schema_version": 1, "exchange": t.exchange, "symbol": t.symbol,
-                "trade_id": t.trade_id, "price": t.price, "qty": t.qty, "side": t.side,
-                "exchange_ts_us": t.exchange_ts_us, "local_ts_us": recv_us,
-            }), key)
+            produce(
+                topic,
+                orjson.dumps(
+                    {
+                        "schema_version": 1,
+                        "exchange": t.exchange,
+                        "symbol": t.symbol,
+                        "trade_id": t.trade_id,
+                        "price": t.price,
+                        "qty": t.qty,
+                        "side": t.side,
+                        "exchange_ts_us": t.exchange_ts_us,
+                        "local_ts_us": recv_us,
+                    }
+                ),
+                key,
+            )
         self.stats.trades += len(trades)
         if self.metrics is not None:
             self.metrics.received_for(symbol, "trade").inc(len(trades))
@@ -269,7 +286,13 @@ class FeedProcessor:
     # ------------------------------------------------------------------ outputs
 
     def _publish_raw(
-        self, key: bytes, exchange: str, symbol: str, kind: str, conn_id: str, recv_us: int,
+        self,
+        key: bytes,
+        exchange: str,
+        symbol: str,
+        kind: str,
+        conn_id: str,
+        recv_us: int,
         frame: Frame,
     ) -> None:
         payload = frame if isinstance(frame, str) else bytes(frame).decode("utf-8")
@@ -280,12 +303,23 @@ class FeedProcessor:
         if head is None:
             if len(self._raw_head) > 10_000:
                 self._raw_head.clear()
-            head = self._raw_head[head_key] = orjson.dumps({
-                "schema_version": 1, "exchange": exchange, "symbol": symbol, "kind": kind,
-                "conn_id": conn_id})[:-1] + b',"recv_ts_us":'
+            head = self._raw_head[head_key] = (
+                orjson.dumps(
+                    {
+                        "schema_version": 1,
+                        "exchange": exchange,
+                        "symbol": symbol,
+                        "kind": kind,
+                        "conn_id": conn_id,
+                    }
+                )[:-1]
+                + b',"recv_ts_us":'
+            )
         self.publisher.produce(
             self.topics.depth_raw,
-            b"%s%d,\"payload\":%s}" % (head, recv_us, orjson.dumps(payload)), key)
+            b'%s%d,"payload":%s}' % (head, recv_us, orjson.dumps(payload)),
+            key,
+        )
 
     def _publish_book(self, symbol: str, update: DepthUpdate, prev_id: int) -> None:
         book = self.syncs[symbol].book
@@ -302,22 +336,37 @@ class FeedProcessor:
             self.stats.tob_changes += 1
         # render each side's top N only when the book says it may have changed
         if book.bids_top_dirty or symbol not in self._bids_json:
-            self._bids_json[symbol] = orjson.Fragment(
-                orjson.dumps(book.top_bids(self.book_levels)))
+            self._bids_json[symbol] = orjson.Fragment(orjson.dumps(book.top_bids(self.book_levels)))
             book.bids_top_dirty = False
         if book.asks_top_dirty or symbol not in self._asks_json:
-            self._asks_json[symbol] = orjson.Fragment(
-                orjson.dumps(book.top_asks(self.book_levels)))
+            self._asks_json[symbol] = orjson.Fragment(orjson.dumps(book.top_asks(self.book_levels)))
             book.asks_top_dirty = False
         trace = self._trace
-        self.publisher.produce(self.topics.book, orjson.dumps({
-            "schema_version": 1, "exchange": self.exchange, "symbol": symbol,
-            "seq": update.last_id, "prev_seq": prev_id,
-            "exchange_ts_us": update.exchange_ts_us, "local_ts_us": self._recv_us,
-            "bid_price": tob[0], "bid_qty": tob[1], "ask_price": tob[2], "ask_qty": tob[3],
-            "bids": self._bids_json[symbol], "asks": self._asks_json[symbol],
-            "trace_id": trace, "cross_seq": update.seq, "tob_changed": changed,
-        }), self._keys[symbol], [(TRACE_HEADER, trace.encode())])
+        self.publisher.produce(
+            self.topics.book,
+            orjson.dumps(
+                {
+                    "schema_version": 1,
+                    "exchange": self.exchange,
+                    "symbol": symbol,
+                    "seq": update.last_id,
+                    "prev_seq": prev_id,
+                    "exchange_ts_us": update.exchange_ts_us,
+                    "local_ts_us": self._recv_us,
+                    "bid_price": tob[0],
+                    "bid_qty": tob[1],
+                    "ask_price": tob[2],
+                    "ask_qty": tob[3],
+                    "bids": self._bids_json[symbol],
+                    "asks": self._asks_json[symbol],
+                    "trace_id": trace,
+                    "cross_seq": update.seq,
+                    "tob_changed": changed,
+                }
+            ),
+            self._keys[symbol],
+            [(TRACE_HEADER, trace.encode())],
+        )
         self.stats.books_published += 1
         self.last_book_id[symbol] = update.seq or update.last_id
 
@@ -338,13 +387,31 @@ class FeedProcessor:
 
     def health(self, symbol: str, kind: str, detail: str = "", conn_id: str = "") -> None:
         """Publish one book-health event."""
-        self.publisher.produce(self.topics.health, orjson.dumps({
-            "schema_version": 1, "exchange": self.exchange, "symbol": symbol, "kind": kind,
-            "detail": detail[:1000], "ts_us": now_us(), "conn_id": conn_id,
-        }), self._keys.get(symbol) or f"{self.exchange}:{symbol}".encode())
+        self.publisher.produce(
+            self.topics.health,
+            orjson.dumps(
+                {
+                    "schema_version": 1,
+                    "exchange": self.exchange,
+                    "symbol": symbol,
+                    "kind": kind,
+                    "detail": detail[:1000],
+                    "ts_us": now_us(),
+                    "conn_id": conn_id,
+                }
+            ),
+            self._keys.get(symbol) or f"{self.exchange}:{symbol}".encode(),
+        )
         if kind not in ("synced",):
-            log.info("book health", extra={"exchange": self.exchange, "symbol": symbol,
-                                           "kind": kind, "detail": detail[:300]})
+            log.info(
+                "book health",
+                extra={
+                    "exchange": self.exchange,
+                    "symbol": symbol,
+                    "kind": kind,
+                    "detail": detail[:300],
+                },
+            )
 
     def _dead_letter(
         self, frame: Frame, source: str, conn_id: str, error: str, recv_us: int
@@ -355,14 +422,21 @@ class FeedProcessor:
         raw = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else bytes(frame)
         symbol = frame_symbol_hint(frame)
         value: dict[str, Any] = {
-            "schema_version": 1, "service": "collector", "source_topic": source,
-            "partition": -1, "offset": self.stats.frames,
+            "schema_version": 1,
+            "service": "collector",
+            "source_topic": source,
+            "partition": -1,
+            "offset": self.stats.frames,
             "key": f"{self.exchange}:{symbol}" if symbol else conn_id,
-            "value": raw.decode("latin-1"), "error": error[:2000], "ts_us": recv_us,
+            "value": raw.decode("latin-1"),
+            "error": error[:2000],
+            "ts_us": recv_us,
         }
         self.publisher.produce(self.topics.dlq, orjson.dumps(value), source.encode())
-        log.warning("malformed exchange message dead-lettered",
-                    extra={"exchange": self.exchange, "conn_id": conn_id, "error": error[:300]})
+        log.warning(
+            "malformed exchange message dead-lettered",
+            extra={"exchange": self.exchange, "conn_id": conn_id, "error": error[:300]},
+        )
 
     # ------------------------------------------------------------------ housekeeping
 

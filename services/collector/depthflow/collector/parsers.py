@@ -186,8 +186,15 @@ def parse_binance_snapshot(frame: Frame, symbol: str) -> DepthUpdate:
     if type(ts) is not int or ts < 0:
         raise ParseError(ex, f"field 'E' is not an integer >= 0: {ts!r:.60}")
     return DepthUpdate(
-        "binance", symbol, "snapshot", last, last, -1, ts * 1000,
-        _levels(ex, obj, "bids"), _levels(ex, obj, "asks"),
+        "binance",
+        symbol,
+        "snapshot",
+        last,
+        last,
+        -1,
+        ts * 1000,
+        _levels(ex, obj, "bids"),
+        _levels(ex, obj, "asks"),
     )
 
 
@@ -289,8 +296,16 @@ def parse_bybit_snapshot(frame: Frame, symbol: str) -> DepthUpdate:
         raise ParseError(ex, f"REST orderbook for {result.get('s')!r}, asked {symbol!r}")
     u = _int(ex, result, "u", minimum=1)
     return DepthUpdate(
-        "bybit", symbol, "snapshot", u, u, u - 1, _int(ex, result, "ts") * 1000,
-        _levels(ex, result, "b"), _levels(ex, result, "a"), int(result.get("seq", 0) or 0),
+        "bybit",
+        symbol,
+        "snapshot",
+        u,
+        u,
+        u - 1,
+        _int(ex, result, "ts") * 1000,
+        _levels(ex, result, "b"),
+        _levels(ex, result, "a"),
+        int(result.get("seq", 0) or 0),
     )
 
 

@@ -31,8 +31,15 @@ from depthflow.common.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 ORDERBOOK_COLUMNS = (
-    "exchange", "symbol", "timestamp", "local_timestamp",
-    "ask_amount", "ask_price", "bid_price", "bid_amount", "update_id",
+    "exchange",
+    "symbol",
+    "timestamp",
+    "local_timestamp",
+    "ask_amount",
+    "ask_price",
+    "bid_price",
+    "bid_amount",
+    "update_id",
 )
 ORDERBOOK_KEY = ("exchange", "symbol", "timestamp", "update_id")
 HEALTH_COLUMNS = ("exchange", "symbol", "ts_us", "kind", "detail", "conn_id")
@@ -47,23 +54,30 @@ def orderbook_row(book: dict[str, Any]) -> tuple[Any, ...] | None:
     if not book.get("tob_changed", True):
         return None
     return (
-        TARDIS_EXCHANGE.get(book["exchange"], book["exchange"]), book["symbol"],
-        int(book["exchange_ts_us"]), int(book["local_ts_us"]),
-        float(book["ask_qty"]), float(book["ask_price"]), float(book["bid_price"]),
-        float(book["bid_qty"]), int(book["seq"]),
+        TARDIS_EXCHANGE.get(book["exchange"], book["exchange"]),
+        book["symbol"],
+        int(book["exchange_ts_us"]),
+        int(book["local_ts_us"]),
+        float(book["ask_qty"]),
+        float(book["ask_price"]),
+        float(book["bid_price"]),
+        float(book["bid_qty"]),
+        int(book["seq"]),
     )
 
 
 def health_row(event: dict[str, Any]) -> tuple[Any, ...]:
     return (
-        event["exchange"], event["symbol"], int(event["ts_us"]), str(event["kind"]),
-        str(event.get("detail", "")), str(event.get("conn_id", "")),
+        event["exchange"],
+        event["symbol"],
+        int(event["ts_us"]),
+        str(event["kind"]),
+        str(event.get("detail", "")),
+        str(event.get("conn_id", "")),
     )
 
 
-async def ensure_partitions(
-    pool: asyncpg.Pool, schema: str, first_day: dt.date, days: int
-) -> int:
+async def ensure_partitions(pool: asyncpg.Pool, schema: str, first_day: dt.date, days: int) -> int:
     """Create the daily orderbook_data partitions from ``first_day`` for ``days`` more days."""
     sql = f"SELECT {ident(schema)}.ensure_orderbook_partitions($1, $2, $3)"
     async with pool.acquire() as conn:
@@ -94,21 +108,33 @@ class BookSink:
         self._health_topic = health_topic
         self._days_ready: set[int] = set()
         self.rows = CopyWriter(
-            pool, "orderbook_data", ORDERBOOK_COLUMNS, schema=schema,
-            conflict_columns=ORDERBOOK_KEY, batch_size=batch_size, max_buffered=max_buffered,
+            pool,
+            "orderbook_data",
+            ORDERBOOK_COLUMNS,
+            schema=schema,
+            conflict_columns=ORDERBOOK_KEY,
+            batch_size=batch_size,
+            max_buffered=max_buffered,
             on_flush=metrics.db_flushed("orderbook_data") if metrics else None,
         )
         self.health = CopyWriter(
-            pool, "book_health", HEALTH_COLUMNS, schema=schema, conflict_columns=HEALTH_KEY,
-            batch_size=batch_size, max_buffered=max_buffered,
+            pool,
+            "book_health",
+            HEALTH_COLUMNS,
+            schema=schema,
+            conflict_columns=HEALTH_KEY,
+            batch_size=batch_size,
+            max_buffered=max_buffered,
             on_flush=metrics.db_flushed("book_health") if metrics else None,
         )
         self.loop = ConsumerLoop(
             kafka,
             service="collector",
             group_id=group_id,
-            topics=[Topic(book_topic, Book, "{exchange}:{symbol}"),
-                    Topic(health_topic, Health, "{exchange}:{symbol}")],
+            topics=[
+                Topic(book_topic, Book, "{exchange}:{symbol}"),
+                Topic(health_topic, Health, "{exchange}:{symbol}"),
+            ],
             handler=self._handle,
             dlq_producer=dlq_producer,
             decode=False,

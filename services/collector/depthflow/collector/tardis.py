@@ -35,8 +35,14 @@ from depthflow.collector.parsers import (
 from depthflow.collector.sync import RESYNC_OUTCOMES, BinanceBookSync, BybitBookSync
 
 QUOTES_COLUMNS = (
-    "exchange", "symbol", "timestamp", "local_timestamp",
-    "ask_amount", "ask_price", "bid_price", "bid_amount",
+    "exchange",
+    "symbol",
+    "timestamp",
+    "local_timestamp",
+    "ask_amount",
+    "ask_price",
+    "bid_price",
+    "bid_amount",
 )
 
 
@@ -54,8 +60,9 @@ def export_quotes(dsn: str, schema: str, out: Path, symbol: str | None = None) -
         writer = csv.writer(fh)
         writer.writerow(QUOTES_COLUMNS)
         for row in conn.execute(query, params):
-            writer.writerow(["" if v is None else repr(v) if isinstance(v, float) else v
-                             for v in row])
+            writer.writerow(
+                ["" if v is None else repr(v) if isinstance(v, float) else v for v in row]
+            )
             rows += 1
     return rows
 
@@ -87,8 +94,9 @@ def import_quotes(dsn: str, schema: str, path: Path, batch: int = 10_000) -> int
             days = {int(r[2]) // 86_400_000_000 for r in rows}
             for day in days:
                 conn.execute(
-                    sql.SQL("SELECT {}.ensure_orderbook_partitions(%s, "
-                            "DATE '1970-01-01' + %s::int, 0)").format(sql.Identifier(schema)),
+                    sql.SQL(
+                        "SELECT {}.ensure_orderbook_partitions(%s, DATE '1970-01-01' + %s::int, 0)"
+                    ).format(sql.Identifier(schema)),
                     (schema, day),
                 )
             with conn.cursor() as cur:
@@ -105,11 +113,19 @@ def import_quotes(dsn: str, schema: str, path: Path, batch: int = 10_000) -> int
 
         for rec in reader:
             local_ts = int(rec["local_timestamp"])
-            rows.append((
-                rec["exchange"], rec["symbol"], int(rec["timestamp"]), local_ts,
-                _float(rec["ask_amount"]), _float(rec["ask_price"]),
-                _float(rec["bid_price"]), _float(rec["bid_amount"]), local_ts,
-            ))
+            rows.append(
+                (
+                    rec["exchange"],
+                    rec["symbol"],
+                    int(rec["timestamp"]),
+                    local_ts,
+                    _float(rec["ask_amount"]),
+                    _float(rec["ask_price"]),
+                    _float(rec["bid_price"]),
+                    _float(rec["bid_amount"]),
+                    local_ts,
+                )
+            )
             read += 1
             if len(rows) >= batch:
                 flush()
@@ -127,14 +143,27 @@ def import_quotes(dsn: str, schema: str, path: Path, batch: int = 10_000) -> int
 # byte for byte + the REST snapshots), since md.book carries only 20 levels.
 
 INCREMENTAL_COLUMNS = (
-    "exchange", "symbol", "timestamp", "local_timestamp", "is_snapshot", "side", "price",
+    "exchange",
+    "symbol",
+    "timestamp",
+    "local_timestamp",
+    "is_snapshot",
+    "side",
+    "price",
     "amount",
 )
 SNAPSHOT_DEPTH = 25
 SNAPSHOT_25_COLUMNS = (
-    "exchange", "symbol", "timestamp", "local_timestamp",
-    *(f"{side}[{i}].{field}" for i in range(SNAPSHOT_DEPTH) for side in ("asks", "bids")
-      for field in ("price", "amount")),
+    "exchange",
+    "symbol",
+    "timestamp",
+    "local_timestamp",
+    *(
+        f"{side}[{i}].{field}"
+        for i in range(SNAPSHOT_DEPTH)
+        for side in ("asks", "bids")
+        for field in ("price", "amount")
+    ),
 )
 TARDIS_EXCHANGE = {"binance": "binance-futures", "bybit": "bybit"}
 OUR_EXCHANGE = {v: k for k, v in TARDIS_EXCHANGE.items()}
@@ -158,7 +187,8 @@ def _num(value: float) -> str:
 
 
 def rebuild_from_depth_raw(
-    values: Iterable[bytes | dict[str, Any]], depth: int = SNAPSHOT_DEPTH,
+    values: Iterable[bytes | dict[str, Any]],
+    depth: int = SNAPSHOT_DEPTH,
 ) -> Iterator[tuple[BookState, list[tuple[Any, ...]]]]:
     """Replay md.depth.raw values through the same sync machines as the collector.
 
@@ -179,18 +209,30 @@ def rebuild_from_depth_raw(
             rows: list[tuple[Any, ...]]
             if fresh.get(key, True) or update.kind == "snapshot":
                 fresh[key] = False
-                rows = [(ex, update.symbol, ts, recv, "true", "bid", p, q)
-                        for p, q in book.top_bids(len(book.bids))]
-                rows += [(ex, update.symbol, ts, recv, "true", "ask", p, q)
-                         for p, q in book.top_asks(len(book.asks))]
+                rows = [
+                    (ex, update.symbol, ts, recv, "true", "bid", p, q)
+                    for p, q in book.top_bids(len(book.bids))
+                ]
+                rows += [
+                    (ex, update.symbol, ts, recv, "true", "ask", p, q)
+                    for p, q in book.top_asks(len(book.asks))
+                ]
             else:
-                rows = [(ex, update.symbol, ts, recv, "false", "bid", p, q)
-                        for p, q in update.bids]
-                rows += [(ex, update.symbol, ts, recv, "false", "ask", p, q)
-                         for p, q in update.asks]
-            state = BookState(ex, update.symbol, ts, recv, update.seq or update.last_id,
-                              book.top_bids(depth), book.top_asks(depth))
+                rows = [(ex, update.symbol, ts, recv, "false", "bid", p, q) for p, q in update.bids]
+                rows += [
+                    (ex, update.symbol, ts, recv, "false", "ask", p, q) for p, q in update.asks
+                ]
+            state = BookState(
+                ex,
+                update.symbol,
+                ts,
+                recv,
+                update.seq or update.last_id,
+                book.top_bids(depth),
+                book.top_asks(depth),
+            )
             out.append((state, rows))
+
         return on_applied
 
     for raw in values:
@@ -203,11 +245,13 @@ def rebuild_from_depth_raw(
         recv = int(msg["recv_ts_us"])
         try:
             if kind == "snapshot":
-                update = (parse_binance_snapshot if exchange == "binance"
-                          else parse_bybit_snapshot)(msg["payload"], symbol)
+                update = (
+                    parse_binance_snapshot if exchange == "binance" else parse_bybit_snapshot
+                )(msg["payload"], symbol)
             else:
-                event = (parse_binance_frame if exchange == "binance"
-                         else parse_bybit_frame)(msg["payload"])
+                event = (parse_binance_frame if exchange == "binance" else parse_bybit_frame)(
+                    msg["payload"]
+                )
                 if not isinstance(event, DepthUpdate):
                     continue
                 update = event
@@ -225,8 +269,10 @@ def rebuild_from_depth_raw(
 
 
 def export_books(
-    values: Iterable[bytes | dict[str, Any]], incremental: Path | None = None,
-    snapshot_25: Path | None = None, symbol: str | None = None,
+    values: Iterable[bytes | dict[str, Any]],
+    incremental: Path | None = None,
+    snapshot_25: Path | None = None,
+    symbol: str | None = None,
 ) -> tuple[int, int]:
     """Write incremental_book_L2 and/or book_snapshot_25 CSVs rebuilt from md.depth.raw
     values; returns (incremental rows, snapshot rows)."""
@@ -234,12 +280,14 @@ def export_books(
     with contextlib.ExitStack() as stack:
         inc_w = snap_w = None
         if incremental is not None:
-            inc_w = csv.writer(stack.enter_context(incremental.open("w", newline="")),
-                               lineterminator="\n")
+            inc_w = csv.writer(
+                stack.enter_context(incremental.open("w", newline="")), lineterminator="\n"
+            )
             inc_w.writerow(INCREMENTAL_COLUMNS)
         if snapshot_25 is not None:
-            snap_w = csv.writer(stack.enter_context(snapshot_25.open("w", newline="")),
-                                lineterminator="\n")
+            snap_w = csv.writer(
+                stack.enter_context(snapshot_25.open("w", newline="")), lineterminator="\n"
+            )
             snap_w.writerow(SNAPSHOT_25_COLUMNS)
         for state, rows in rebuild_from_depth_raw(values):
             if symbol and state.symbol != symbol:
@@ -248,8 +296,12 @@ def export_books(
                 inc_w.writerows((*r[:6], _num(r[6]), _num(r[7])) for r in rows)
                 n_inc += len(rows)
             if snap_w is not None:
-                line: list[Any] = [state.exchange, state.symbol, state.timestamp,
-                                   state.local_timestamp]
+                line: list[Any] = [
+                    state.exchange,
+                    state.symbol,
+                    state.timestamp,
+                    state.local_timestamp,
+                ]
                 for i in range(SNAPSHOT_DEPTH):
                     for levels in (state.asks, state.bids):
                         if i < len(levels):
@@ -297,12 +349,16 @@ def books_from_incremental(path: Path, depth: int = 20) -> Iterator[BookState]:
 
 
 def _state(book: LocalBook, group: tuple[str, str, int], ts: int, depth: int) -> BookState:
-    return BookState(group[0], group[1], ts, group[2], group[2],
-                     book.top_bids(depth), book.top_asks(depth))
+    return BookState(
+        group[0], group[1], ts, group[2], group[2], book.top_bids(depth), book.top_asks(depth)
+    )
 
 
 def import_incremental(
-    path: Path, publisher: Publisher, book_topic: str, depth: int = 20,
+    path: Path,
+    publisher: Publisher,
+    book_topic: str,
+    depth: int = 20,
 ) -> int:
     """Publish the books an incremental_book_L2 CSV describes as md.book messages (one per
     exchange message, ``seq`` = local_timestamp, ``tob_changed`` as the collector sets it);
@@ -318,13 +374,30 @@ def import_incremental(
         changed = last_tob.get(key) != tob
         last_tob[key] = tob
         trace = f"tardis{state.local_timestamp:016x}"
-        publisher.produce(book_topic, orjson.dumps({
-            "schema_version": 1, "exchange": ex, "symbol": state.symbol,
-            "seq": state.update_id, "prev_seq": 0, "exchange_ts_us": state.timestamp,
-            "local_ts_us": state.local_timestamp, "bid_price": tob[0], "bid_qty": tob[1],
-            "ask_price": tob[2], "ask_qty": tob[3], "bids": state.bids, "asks": state.asks,
-            "trace_id": trace, "cross_seq": 0, "tob_changed": changed,
-        }), f"{ex}:{state.symbol}".encode())
+        publisher.produce(
+            book_topic,
+            orjson.dumps(
+                {
+                    "schema_version": 1,
+                    "exchange": ex,
+                    "symbol": state.symbol,
+                    "seq": state.update_id,
+                    "prev_seq": 0,
+                    "exchange_ts_us": state.timestamp,
+                    "local_ts_us": state.local_timestamp,
+                    "bid_price": tob[0],
+                    "bid_qty": tob[1],
+                    "ask_price": tob[2],
+                    "ask_qty": tob[3],
+                    "bids": state.bids,
+                    "asks": state.asks,
+                    "trace_id": trace,
+                    "cross_seq": 0,
+                    "tob_changed": changed,
+                }
+            ),
+            f"{ex}:{state.symbol}".encode(),
+        )
         n += 1
     return n
 
@@ -334,8 +407,14 @@ def read_topic_values(bootstrap_config: dict[str, Any], topic: str) -> Iterator[
     symbol's messages are in one partition, in order). A throwaway consumer, no group."""
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**bootstrap_config, "group.id": "depthflow-tardis-export",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            **bootstrap_config,
+            "group.id": "depthflow-tardis-export",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
         for p in parts:

@@ -20,7 +20,6 @@ from depthflow.common.testing.processes import free_port
 DEPTHFLOW = Path(sys.executable).parent / "depthflow"
 
 
-
 def _alive(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/healthz", timeout=1) as resp:  # noqa: S310 - local
@@ -38,7 +37,8 @@ def sim_factory() -> Iterator[Callable[..., str]]:
         port = free_port()
         proc = subprocess.Popen(
             [str(DEPTHFLOW), "--log-level", "WARNING", "sim", "--port", str(port), *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         procs.append(proc)
         url = f"http://127.0.0.1:{port}"
@@ -62,10 +62,14 @@ def sim_factory() -> Iterator[Callable[..., str]]:
 
 def read_topic(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> list[tuple[bytes, bytes]]:
     """Every message of a topic, from the beginning, in partition order: (key, value)."""
-    consumer = Consumer({
-        **kafka.confluent_config(), "group.id": f"t-{uuid.uuid4().hex[:8]}",
-        "enable.auto.commit": False, "auto.offset.reset": "earliest",
-    })
+    consumer = Consumer(
+        {
+            **kafka.confluent_config(),
+            "group.id": f"t-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10)
         parts = list(meta.topics[topic].partitions)

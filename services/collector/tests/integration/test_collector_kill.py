@@ -36,9 +36,12 @@ def rows_in(dsn: str, schema: str) -> tuple[int, int]:
         exists = conn.execute("SELECT to_regclass(%s)", (f"{schema}.orderbook_data",)).fetchone()
         if not exists or exists[0] is None:
             return 0, 0
-        total, distinct = conn.execute(sql.SQL(
-            "SELECT count(*), count(DISTINCT (exchange, symbol, timestamp, update_id))"
-            " FROM {}.orderbook_data").format(sql.Identifier(schema))).fetchone()  # type: ignore[misc]
+        total, distinct = conn.execute(
+            sql.SQL(
+                "SELECT count(*), count(DISTINCT (exchange, symbol, timestamp, update_id))"
+                " FROM {}.orderbook_data"
+            ).format(sql.Identifier(schema))
+        ).fetchone()  # type: ignore[misc]
     return int(total), int(distinct)
 
 
@@ -54,7 +57,9 @@ class Procs:
         err = (self.logs / f"{name}.log").open("wb")
         proc = subprocess.Popen(
             [str(DEPTHFLOW), "--log-level", "WARNING", "collector", *args],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=err,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
         )
         err.close()
         self.started.append(proc)
@@ -105,13 +110,16 @@ def test_kill_minus_9_loses_and_duplicates_nothing(
     }
     procs = Procs(env, tmp_path)
     try:
+
         def more_rows(than: int, proc: subprocess.Popen[bytes], name: str) -> int:
             def check() -> int:
                 procs.alive(proc, name)
                 total, _ = rows_in(pg_dsn, fresh_schema)
                 return total if total >= than else 0
-            return eventually(check, timeout=60, interval=0.1,
-                              what=f"{name}: orderbook_data reaches {than} rows")
+
+            return eventually(
+                check, timeout=60, interval=0.1, what=f"{name}: orderbook_data reaches {than} rows"
+            )
 
         # 1. the whole collector (WebSockets + in-process sink), killed while it writes
         c1 = procs.spawn("c1")
@@ -139,8 +147,11 @@ def test_kill_minus_9_loses_and_duplicates_nothing(
         procs.cleanup()
 
     books = [orjson.loads(v) for _, v in read_topic(kafka_settings, book_topic)]
-    changed = [(b["exchange"], b["symbol"], b["exchange_ts_us"], b["seq"])
-               for b in books if b["tob_changed"]]
+    changed = [
+        (b["exchange"], b["symbol"], b["exchange_ts_us"], b["seq"])
+        for b in books
+        if b["tob_changed"]
+    ]
     total, distinct = rows_in(pg_dsn, fresh_schema)
     assert len(changed) > 450
     assert len(set(changed)) == len(changed)  # the topic itself repeats no book

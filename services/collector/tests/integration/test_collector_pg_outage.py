@@ -38,10 +38,12 @@ async def test_postgres_outage_buffers_boundedly_and_loses_nothing(
 ) -> None:
     dsn, infra = private_postgres
     url = sim_factory("--symbols", SYMBOLS, "--rate", "150", "--seed", "5")
-    settings = collector_settings("binance", url, "collector", topic_factory,
-                                  db_batch_size=200, db_max_buffered=1000)
-    service = CollectorService(settings, kafka_settings,
-                               PostgresSettings(dsn=SecretStr(dsn), pool_max_size=2))
+    settings = collector_settings(
+        "binance", url, "collector", topic_factory, db_batch_size=200, db_max_buffered=1000
+    )
+    service = CollectorService(
+        settings, kafka_settings, PostgresSettings(dsn=SecretStr(dsn), pool_max_size=2)
+    )
     await service.start()
     stop = asyncio.Event()
     runner = asyncio.create_task(service.run(stop))
@@ -54,8 +56,9 @@ async def test_postgres_outage_buffers_boundedly_and_loses_nothing(
             total, _ = await asyncio.to_thread(rows_in, dsn, "collector")
             return total if total >= n else 0
 
-        await eventually_async(lambda: rows_at_least(100), timeout=60, interval=0.1,
-                               what="rows before the outage")
+        await eventually_async(
+            lambda: rows_at_least(100), timeout=60, interval=0.1, what="rows before the outage"
+        )
 
         await asyncio.to_thread(infra, "stop-pg")
         books_before = feed.stats.books_published
@@ -70,8 +73,7 @@ async def test_postgres_outage_buffers_boundedly_and_loses_nothing(
             peak = max(peak, sink.rows.buffered)
             return time.monotonic() - down_since >= OUTAGE_S
 
-        await eventually_async(outage_over, timeout=OUTAGE_S + 5, interval=0.05,
-                               what="the outage")
+        await eventually_async(outage_over, timeout=OUTAGE_S + 5, interval=0.05, what="the outage")
         books_during = feed.stats.books_published - books_before
         handled_during = sink.loop.stats.handled - handled_before
         await asyncio.to_thread(infra, "start-pg")
@@ -79,8 +81,11 @@ async def test_postgres_outage_buffers_boundedly_and_loses_nothing(
         # the sink catches up by itself once the server is back
         target = books_before + books_during // 2
         await eventually_async(
-            lambda: asyncio.sleep(0, sink.loop.stats.handled >= target), timeout=180,
-            interval=0.1, what="the sink caught up after the outage")
+            lambda: asyncio.sleep(0, sink.loop.stats.handled >= target),
+            timeout=180,
+            interval=0.1,
+            what="the sink caught up after the outage",
+        )
     finally:
         stop.set()
         await runner
@@ -96,7 +101,10 @@ async def test_postgres_outage_buffers_boundedly_and_loses_nothing(
     assert 0 < peak <= CONSUMER_BATCH
     assert retries > 0
     books = [orjson.loads(v) for _, v in read_topic(kafka_settings, settings.topic_book)]
-    changed = {(b["exchange"], b["symbol"], b["exchange_ts_us"], b["seq"])
-               for b in books if b["tob_changed"]}
+    changed = {
+        (b["exchange"], b["symbol"], b["exchange_ts_us"], b["seq"])
+        for b in books
+        if b["tob_changed"]
+    }
     total, distinct = rows_in(dsn, "collector")
     assert total == distinct == len(changed) == sum(1 for b in books if b["tob_changed"])

@@ -30,25 +30,48 @@ from .conftest import read_topic
 SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 # The must-show run uses DEPTHFLOW_COLLECTOR_UPDATES=100000; the suite keeps it modest.
 TARGET_UPDATES = int(os.environ.get("DEPTHFLOW_COLLECTOR_UPDATES", "20000"))
-FAULTS = ("--drop-rate", "0.01", "--duplicate-rate", "0.01", "--reorder-rate", "0.01",
-          "--disconnect-every-s", "4", "--stall-every-s", "5", "--stall-duration-s", "1.5")
+FAULTS = (
+    "--drop-rate",
+    "0.01",
+    "--duplicate-rate",
+    "0.01",
+    "--reorder-rate",
+    "0.01",
+    "--disconnect-every-s",
+    "4",
+    "--stall-every-s",
+    "5",
+    "--stall-duration-s",
+    "1.5",
+)
 
 
-def collector_settings(exchange: str, url: str, schema: str, make_topic: Callable[..., str],
-                       **extra: object) -> CollectorSettings:
+def collector_settings(
+    exchange: str, url: str, schema: str, make_topic: Callable[..., str], **extra: object
+) -> CollectorSettings:
     return CollectorSettings(
-        exchange=exchange, symbols=SYMBOLS, source="sim", sim_url=url,
-        topic_depth_raw=make_topic("raw"), topic_book=make_topic("book"),
-        topic_trades=make_topic("trades"), topic_health=make_topic("health"),
-        topic_dlq=make_topic("dlq"), db_schema=schema,
-        db_group_id=f"collector-db-{uuid.uuid4().hex[:8]}", stale_after_s=1.0,
-        reconnect_initial_s=0.05, reconnect_max_s=1.0, **extra,
+        exchange=exchange,
+        symbols=SYMBOLS,
+        source="sim",
+        sim_url=url,
+        topic_depth_raw=make_topic("raw"),
+        topic_book=make_topic("book"),
+        topic_trades=make_topic("trades"),
+        topic_health=make_topic("health"),
+        topic_dlq=make_topic("dlq"),
+        db_schema=schema,
+        db_group_id=f"collector-db-{uuid.uuid4().hex[:8]}",
+        stale_after_s=1.0,
+        reconnect_initial_s=0.05,
+        reconnect_max_s=1.0,
+        **extra,
     )
 
 
 async def truth(http: aiohttp.ClientSession, url: str, symbol: str, update_id: int) -> dict:
-    async with http.get(f"{url}/sim/truth", params={
-            "symbol": symbol, "update_id": str(update_id), "depth": "20"}) as resp:
+    async with http.get(
+        f"{url}/sim/truth", params={"symbol": symbol, "update_id": str(update_id), "depth": "20"}
+    ) as resp:
         assert resp.status == 200, await resp.text()
         return orjson.loads(await resp.read())
 
@@ -86,15 +109,20 @@ def check_resyncs_only_affected(health: list[schemas.Health]) -> dict[str, int]:
                 assert kinds[i + 1] == "resync", (symbol, kinds[i : i + 3])
             if kind == "resync":
                 assert i > 0 and kinds[i - 1] in ("gap", "crossed", "stale"), (
-                    symbol, kinds[max(0, i - 3) : i + 1])
+                    symbol,
+                    kinds[max(0, i - 3) : i + 1],
+                )
     return dict(gaps)
 
 
 def count_rows(dsn: str, schema: str) -> tuple[int, int]:
     with psycopg.connect(dsn) as conn:
-        total, distinct = conn.execute(sql.SQL(
-            "SELECT count(*), count(DISTINCT (exchange, symbol, update_id, timestamp))"
-            " FROM {}.orderbook_data").format(sql.Identifier(schema))).fetchone()  # type: ignore[misc]
+        total, distinct = conn.execute(
+            sql.SQL(
+                "SELECT count(*), count(DISTINCT (exchange, symbol, update_id, timestamp))"
+                " FROM {}.orderbook_data"
+            ).format(sql.Identifier(schema))
+        ).fetchone()  # type: ignore[misc]
     return int(total), int(distinct)
 
 
@@ -134,8 +162,9 @@ async def test_books_equal_truth_under_faults(
 
         async def watch() -> None:
             try:
-                await eventually_async(progress, timeout=150, interval=0.2,
-                                       what=f"{TARGET_UPDATES} updates collected")
+                await eventually_async(
+                    progress, timeout=150, interval=0.2, what=f"{TARGET_UPDATES} updates collected"
+                )
             finally:
                 stop.set()
 
@@ -148,8 +177,9 @@ async def test_books_equal_truth_under_faults(
         await service.stop()
 
     books = [schemas.BOOK.decode(v) for _, v in read_topic(kafka_settings, settings.topic_book)]
-    health = [schemas.HEALTH.decode(v) for _, v in
-              read_topic(kafka_settings, settings.topic_health)]
+    health = [
+        schemas.HEALTH.decode(v) for _, v in read_topic(kafka_settings, settings.topic_health)
+    ]
     assert len(books) == stats.books_published > 0
     assert await check_books_against_truth(url, books) == 0
     gaps = check_resyncs_only_affected(health)

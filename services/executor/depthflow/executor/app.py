@@ -68,8 +68,7 @@ from depthflow.executor.venues.base import (
 from depthflow.executor.venues.common import partitions_of
 
 log = logging.getLogger(__name__)
-SIGNAL_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                      10.0)
+SIGNAL_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
@@ -85,9 +84,11 @@ class ExecutorMetrics:
         self.breaker = m.gauge("breaker_state", "0 closed, 1 half-open, 2 open", ["endpoint"])
         self.rate_waits = m.counter("rate_limit_waits", "requests that waited for the limiter")
         self.rate_wait_s = m.counter("rate_limit_wait_seconds", "seconds waited for the limiter")
-        self.ack_latency = m.histogram("signal_ack_latency_seconds",
-                                       "signal consumed -> order acknowledged by the venue",
-                                       buckets=SIGNAL_ACK_BUCKETS)
+        self.ack_latency = m.histogram(
+            "signal_ack_latency_seconds",
+            "signal consumed -> order acknowledged by the venue",
+            buckets=SIGNAL_ACK_BUCKETS,
+        )
         self.exposure = m.gauge("exposure_usdt", "worst-case exposure, USDT")
         self.open_positions = m.gauge("open_positions", "symbols with exposure")
         self.unknown = m.counter("unknown_outcomes", "sends whose outcome had to be queried")
@@ -99,9 +100,14 @@ class ExecutorService(Service):
 
     name = "executor"
 
-    def __init__(self, settings: ExecutorSettings, kafka: KafkaSettings,
-                 postgres: PostgresSettings, http: HttpSettings | None = None,
-                 venue: Venue | None = None) -> None:
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        kafka: KafkaSettings,
+        postgres: PostgresSettings,
+        http: HttpSettings | None = None,
+        venue: Venue | None = None,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.kafka = kafka
@@ -137,9 +143,15 @@ class ExecutorService(Service):
         self.metrics.breaker.labels(t.name).set(_BREAKER_VALUE[t.to_state])
         if self.store is not None:
             with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().create_task(self._audit_quietly(
-                    "breaker", entity="breaker", entity_id=t.name, reason=t.reason,
-                    detail={"from": t.from_state.value, "to": t.to_state.value}))
+                asyncio.get_running_loop().create_task(
+                    self._audit_quietly(
+                        "breaker",
+                        entity="breaker",
+                        entity_id=t.name,
+                        reason=t.reason,
+                        detail={"from": t.from_state.value, "to": t.to_state.value},
+                    )
+                )
 
     async def _audit_quietly(self, action: str, **kw: Any) -> None:
         try:
@@ -153,19 +165,33 @@ class ExecutorService(Service):
         if s.venue == "paper":
             from depthflow.executor.venues.paper import PaperVenue
 
-            cfg = FillModelConfig(submit_latency_us=int(s.paper_latency_ms * 1000),
-                                  maker_fee_rate=s.paper_maker_fee,
-                                  taker_fee_rate=s.paper_taker_fee)
-            return PaperVenue(self.kafka, book_topic=s.topic_book, exchange="binance",
-                              config=cfg, warmup=s.paper_book_warmup,
-                              max_book_age_s=s.max_book_age_s)
+            cfg = FillModelConfig(
+                submit_latency_us=int(s.paper_latency_ms * 1000),
+                maker_fee_rate=s.paper_maker_fee,
+                taker_fee_rate=s.paper_taker_fee,
+            )
+            return PaperVenue(
+                self.kafka,
+                book_topic=s.topic_book,
+                exchange="binance",
+                config=cfg,
+                warmup=s.paper_book_warmup,
+                max_book_age_s=s.max_book_age_s,
+            )
         kw: dict[str, Any] = dict(
-            base_url=s.rest_url(), ws_url=s.stream_url(), api_key=s.api_key,
-            api_secret=s.api_secret, recv_window_ms=s.recv_window_ms,
-            timeout_s=s.request_timeout_s, order_timeout_s=s.order_timeout_s,
+            base_url=s.rest_url(),
+            ws_url=s.stream_url(),
+            api_key=s.api_key,
+            api_secret=s.api_secret,
+            recv_window_ms=s.recv_window_ms,
+            timeout_s=s.request_timeout_s,
+            order_timeout_s=s.order_timeout_s,
             breaker=s.breaker_config(),
-            max_wait_s=s.max_rate_limit_wait_s, on_wait=self._on_wait,
-            on_breaker=self._on_breaker, on_stream_connected=self._on_stream_connected)
+            max_wait_s=s.max_rate_limit_wait_s,
+            on_wait=self._on_wait,
+            on_breaker=self._on_breaker,
+            on_stream_connected=self._on_stream_connected,
+        )
         if s.venue == "binance":
             from depthflow.executor.venues.binance import BinanceVenue
 
@@ -181,24 +207,39 @@ class ExecutorService(Service):
         if s.migrate_on_start:
             from depthflow.common.migrations import load_migrations, migrate
 
-            await asyncio.to_thread(migrate, self.postgres.dsn.get_secret_value(), s.db_schema,
-                                    load_migrations("depthflow.executor"))
-        await asyncio.to_thread(create_topics, self.kafka, [
-            dataclasses.replace(SIGNALS, name=s.topic_signals),
-            dataclasses.replace(ORDERS, name=s.topic_orders),
-            dataclasses.replace(CONTROL, name=s.topic_control),
-            dataclasses.replace(STATUS, name=s.topic_status),
-            dataclasses.replace(BOOK, name=s.topic_book),
-            dlq_topic(s.service_name)])
+            await asyncio.to_thread(
+                migrate,
+                self.postgres.dsn.get_secret_value(),
+                s.db_schema,
+                load_migrations("depthflow.executor"),
+            )
+        await asyncio.to_thread(
+            create_topics,
+            self.kafka,
+            [
+                dataclasses.replace(SIGNALS, name=s.topic_signals),
+                dataclasses.replace(ORDERS, name=s.topic_orders),
+                dataclasses.replace(CONTROL, name=s.topic_control),
+                dataclasses.replace(STATUS, name=s.topic_status),
+                dataclasses.replace(BOOK, name=s.topic_book),
+                dlq_topic(s.service_name),
+            ],
+        )
         self.pool = await create_pool(self.postgres)
         stack.push_async_callback(self.pool.close)
         from depthflow.common.heartbeat import instance_id
 
-        self.store = ExecutorStore(self.pool, s.db_schema, venue=s.venue,
-                                   actor=f"executor:{instance_id()}")
+        self.store = ExecutorStore(
+            self.pool, s.db_schema, venue=s.venue, actor=f"executor:{instance_id()}"
+        )
         if s.venue == "paper":
-            await self.store.set_balance("USDT", s.paper_starting_balance, "paper start",
-                                         actor="executor", only_if_missing=True)
+            await self.store.set_balance(
+                "USDT",
+                s.paper_starting_balance,
+                "paper start",
+                actor="executor",
+                only_if_missing=True,
+            )
         self.producer = AsyncProducer(self.kafka, client_id="executor")
         await self.producer.start()
         stack.push_async_callback(self.producer.stop)
@@ -209,13 +250,19 @@ class ExecutorService(Service):
         await self.reconcile_once("start")
         await self.publish_outbox()
         self.loop = ConsumerLoop(
-            self.kafka, service=s.service_name, group_id=s.group_id,
+            self.kafka,
+            service=s.service_name,
+            group_id=s.group_id,
             topics=[dataclasses.replace(SIGNALS, name=s.topic_signals)],
-            handler=self._handle_batch, dlq_producer=self.producer, max_batch=200)
+            handler=self._handle_batch,
+            dlq_producer=self.producer,
+            max_batch=200,
+        )
         await self.loop.start()
         stack.push_async_callback(self.loop.stop)
-        self.health = HealthServer(self.metrics.service, self.http.host, self.http.port,
-                                   lambda: self.ready)
+        self.health = HealthServer(
+            self.metrics.service, self.http.host, self.http.port, lambda: self.ready
+        )
         await self.health.start()
         stack.push_async_callback(self.health.stop)
         producer = self.producer
@@ -223,12 +270,19 @@ class ExecutorService(Service):
         async def send(topic: str, value: bytes, key: bytes) -> None:
             await producer.send_and_wait(topic, value, key=key)
 
-        self.heartbeat = HeartbeatPublisher(send, s.service_name, self._heartbeat_state,
-                                            s.heartbeat_interval_s, topic=s.topic_status)
+        self.heartbeat = HeartbeatPublisher(
+            send,
+            s.service_name,
+            self._heartbeat_state,
+            s.heartbeat_interval_s,
+            topic=s.topic_status,
+        )
         await self.heartbeat.start()
         stack.push_async_callback(self.heartbeat.stop)
-        self._tasks = [asyncio.create_task(self._reconcile_loop(), name="reconcile"),
-                       asyncio.create_task(self._follow_control(), name="control")]
+        self._tasks = [
+            asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            asyncio.create_task(self._follow_control(), name="control"),
+        ]
         self.metrics.service.up.set(1)
 
     async def on_stop(self) -> None:
@@ -241,8 +295,12 @@ class ExecutorService(Service):
             await self._control_consumer.stop()
         self.metrics.service.up.set(0)
 
-    async def run(self, stop: asyncio.Event | None = None, max_messages: int | None = None,
-                  idle_timeout: float | None = None) -> int:
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> int:
         assert self.loop is not None, "start() first"
         return await self.loop.run(stop, max_messages, idle_timeout)
 
@@ -253,21 +311,30 @@ class ExecutorService(Service):
 
     def _heartbeat_state(self) -> tuple[str, bool, dict[str, Any]]:
         exp = self.ledger.exposures()
-        detail = {"venue": self.settings.venue,
-                  "desired_state": "running" if self.desired_running else "stopped",
-                  "kill_switch": self.kill_switch,
-                  "breakers": self.venue.breaker_states(),
-                  "exposure_usdt": sum(e.worst_case for e in exp.values()),
-                  "open_positions": sum(1 for e in exp.values() if e.worst_case > 1e-9)}
-        state = self.state.value if self.state.value != "running" else (
-            "running" if self.desired_running else "paused")
+        detail = {
+            "venue": self.settings.venue,
+            "desired_state": "running" if self.desired_running else "stopped",
+            "kill_switch": self.kill_switch,
+            "breakers": self.venue.breaker_states(),
+            "exposure_usdt": sum(e.worst_case for e in exp.values()),
+            "open_positions": sum(1 for e in exp.values() if e.worst_case > 1e-9),
+        }
+        state = (
+            self.state.value
+            if self.state.value != "running"
+            else ("running" if self.desired_running else "paused")
+        )
         return state, self.ready, detail
 
     # ------------------------------------------------------------------ control.v1
     async def _start_control(self) -> None:
         s = self.settings
-        c = AIOKafkaConsumer(**self.kafka.aiokafka_config(), group_id=None,
-                             enable_auto_commit=False, client_id="executor-control")
+        c = AIOKafkaConsumer(
+            **self.kafka.aiokafka_config(),
+            group_id=None,
+            enable_auto_commit=False,
+            client_id="executor-control",
+        )
         await c.start()
         self._control_consumer = c
         parts = await partitions_of(c, s.topic_control)
@@ -277,6 +344,7 @@ class ExecutorService(Service):
             return
         await c.seek_to_beginning(*tps)
         ends = await c.end_offsets(tps)
+
         # Read the compacted desired state to its end before the first signal is handled.
         async def behind() -> bool:
             return any([await c.position(tp) < ends[tp] for tp in tps])
@@ -312,13 +380,25 @@ class ExecutorService(Service):
         self._refresh_risk_state()
         if before != (self.desired_running, self.kill_switch) and self.store is not None:
             await self._audit_quietly(
-                "control", entity="control", entity_id=ctl.service, actor=ctl.updated_by,
+                "control",
+                entity="control",
+                entity_id=ctl.service,
+                actor=ctl.updated_by,
                 reason=f"desired state {ctl.desired_state}",
-                detail={"version": ctl.version, "kill_switch": self.kill_switch,
-                        "config": ctl.config})
-        log.info("control applied", extra={"desired_state": ctl.desired_state,
-                                           "kill_switch": self.kill_switch,
-                                           "version": ctl.version})
+                detail={
+                    "version": ctl.version,
+                    "kill_switch": self.kill_switch,
+                    "config": ctl.config,
+                },
+            )
+        log.info(
+            "control applied",
+            extra={
+                "desired_state": ctl.desired_state,
+                "kill_switch": self.kill_switch,
+                "version": ctl.version,
+            },
+        )
 
     def _refresh_risk_state(self) -> None:
         day, pnl = self._daily
@@ -339,8 +419,9 @@ class ExecutorService(Service):
                 for m in msgs:  # one symbol's signals in order
                     await self.handle_signal(m)
 
-        results = await asyncio.gather(*(one_key(v) for v in by_key.values()),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(one_key(v) for v in by_key.values()), return_exceptions=True
+        )
         for r in results:
             if isinstance(r, BaseException):
                 raise r  # nothing committed: the batch is replayed, idempotently
@@ -362,16 +443,21 @@ class ExecutorService(Service):
             if seen["decision"] == "order":
                 row = await self.store.order(coid)
                 if row is not None and row["state"] == OrderState.PENDING.value:
-                    await self._resolve_unknown(coid, row["symbol"],
-                                                (row["sent_at"] or row["created_at"]).timestamp())
+                    await self._resolve_unknown(
+                        coid, row["symbol"], (row["sent_at"] or row["created_at"]).timestamp()
+                    )
             return
         if sig.side == "hold":
             self.metrics.signals.labels("hold").inc()
             return
         if sig.exchange != self.venue.exchange:
-            await self._refuse(sd, "wrong_exchange",
-                               f"{sig.exchange} signal, venue trades {self.venue.exchange}",
-                               trace_id, None)
+            await self._refuse(
+                sd,
+                "wrong_exchange",
+                f"{sig.exchange} signal, venue trades {self.venue.exchange}",
+                trace_id,
+                None,
+            )
             return
         if not self.trading:
             await self._refuse(sd, "stopped", "desired state is stopped", trace_id, None)
@@ -387,19 +473,29 @@ class ExecutorService(Service):
         buffer = self.settings.slippage_buffer_bps / 10_000
         ref = ask * (1 + buffer) if sig.side == "buy" else bid * (1 - buffer)
         sizing, decision = self.ledger.size_and_reserve(
-            coid, symbol=sig.symbol, side=sig.side, strength=sig.strength,
-            confidence=sig.confidence, price=ref, spec=spec)
+            coid,
+            symbol=sig.symbol,
+            side=sig.side,
+            strength=sig.strength,
+            confidence=sig.confidence,
+            price=ref,
+            spec=spec,
+        )
         if not decision.accepted:
             reason = decision.reason.value if decision.reason else "refused"
             await self._refuse(sd, reason, decision.detail, trace_id, market)
             return
         order = NewOrder(coid, sig.symbol, sig.side, sizing.qty, sizing.price)
-        risk = {"exposure_after": decision.exposure_after,
-                "open_positions_after": decision.open_positions_after,
-                "reference_bid": bid, "reference_ask": ask}
+        risk = {
+            "exposure_after": decision.exposure_after,
+            "open_positions_after": decision.open_positions_after,
+            "reference_bid": bid,
+            "reference_ask": ask,
+        }
         try:
-            created = await self.store.create_order(sd, order, exchange=sig.exchange,
-                                                    trace_id=trace_id, market=market, risk=risk)
+            created = await self.store.create_order(
+                sd, order, exchange=sig.exchange, trace_id=trace_id, market=market, risk=risk
+            )
         except BaseException:
             self.ledger.release(coid)
             raise
@@ -418,22 +514,33 @@ class ExecutorService(Service):
             self._in_flight -= 1
 
     def _market_snapshot(self, symbol: str, bid: float, ask: float) -> dict[str, Any]:
-        snap: dict[str, Any] = {"symbol": symbol, "bid": bid, "ask": ask,
-                                "ts_us": time.time_ns() // 1000}
+        snap: dict[str, Any] = {
+            "symbol": symbol,
+            "bid": bid,
+            "ask": ask,
+            "ts_us": time.time_ns() // 1000,
+        }
         latest = getattr(self.venue, "latest_book", None)
         book = latest(symbol) if latest else None
         if book is not None:
             snap.update(bids=book.bids[:5], asks=book.asks[:5], seq=book.seq)
         return snap
 
-    async def _refuse(self, sd: dict[str, Any], reason: str, detail: str, trace_id: str,
-                      market: dict[str, Any] | None) -> None:
+    async def _refuse(
+        self,
+        sd: dict[str, Any],
+        reason: str,
+        detail: str,
+        trace_id: str,
+        market: dict[str, Any] | None,
+    ) -> None:
         assert self.store is not None
         self.metrics.signals.labels("refused").inc()
         self.metrics.rejects.labels(reason).inc()
         ev = self.store.reject_event(sd, reason, detail, trace_id)
-        await self.store.refuse_signal(sd, reason, detail, trace_id=trace_id, market=market,
-                                       event=ev)
+        await self.store.refuse_signal(
+            sd, reason, detail, trace_id=trace_id, market=market, event=ev
+        )
         await self.publish_outbox()
 
     async def _send(self, order: NewOrder, received: float) -> None:
@@ -456,25 +563,31 @@ class ExecutorService(Service):
                 report = await self.venue.place_order(order)
             except VenueRejected as exc:
                 self.metrics.rejects.labels(f"venue_{exc.code}").inc()
-                await self.apply(dataclasses.replace(self._report(order, OrderState.REJECTED),
-                                                     source="rest"),
-                                 reason=f"venue rejected: {exc.code} {exc.message}"[:500])
+                await self.apply(
+                    dataclasses.replace(self._report(order, OrderState.REJECTED), source="rest"),
+                    reason=f"venue rejected: {exc.code} {exc.message}"[:500],
+                )
                 return
             except VenueUnavailable as exc:
                 banned = "418" in exc.reason or "banned" in exc.reason
-                if (not banned and attempt < 2
-                        and exc.retry_in_s <= self.settings.max_rate_limit_wait_s
-                        and "circuit" not in exc.reason):
+                if (
+                    not banned
+                    and attempt < 2
+                    and exc.retry_in_s <= self.settings.max_rate_limit_wait_s
+                    and "circuit" not in exc.reason
+                ):
                     await asyncio.sleep(max(exc.retry_in_s, 0.05))
                     continue
                 self.metrics.rejects.labels("venue_unavailable").inc()
-                await self.apply(self._report(order, OrderState.FAILED),
-                                 reason=f"not sent: {exc.reason}"[:500])
+                await self.apply(
+                    self._report(order, OrderState.FAILED), reason=f"not sent: {exc.reason}"[:500]
+                )
                 return
             except VenueUnknown as exc:
                 self.metrics.unknown.inc()
-                await self._audit_quietly("send_outcome_unknown", entity="order",
-                                          entity_id=coid, reason=str(exc)[:500])
+                await self._audit_quietly(
+                    "send_outcome_unknown", entity="order", entity_id=coid, reason=str(exc)[:500]
+                )
                 await self._resolve_unknown(coid, order.symbol, sent_at)
                 return
             self.metrics.ack_latency.observe(time.monotonic() - received)
@@ -483,8 +596,14 @@ class ExecutorService(Service):
 
     @staticmethod
     def _report(order: NewOrder, state: OrderState) -> OrderReport:
-        return OrderReport(order.client_order_id, order.symbol, state, side=order.side,
-                           qty=order.qty, source="executor")
+        return OrderReport(
+            order.client_order_id,
+            order.symbol,
+            state,
+            side=order.side,
+            qty=order.qty,
+            source="executor",
+        )
 
     async def _resolve_unknown(self, coid: str, symbol: str, sent_epoch: float) -> bool:
         """Query the order by client id until the venue knows it, or it provably never got
@@ -506,12 +625,18 @@ class ExecutorService(Service):
                 return True
             now = time.time()
             if answered and now > fail_after:
-                await self.apply(OrderReport(coid, symbol, OrderState.FAILED, source="query"),
-                                 reason="venue does not know the order after its recvWindow")
+                await self.apply(
+                    OrderReport(coid, symbol, OrderState.FAILED, source="query"),
+                    reason="venue does not know the order after its recvWindow",
+                )
                 return True
             if now > give_up:
-                await self._audit_quietly("order_unresolved", entity="order", entity_id=coid,
-                                          reason="venue unreachable; left to reconciliation")
+                await self._audit_quietly(
+                    "order_unresolved",
+                    entity="order",
+                    entity_id=coid,
+                    reason="venue unreachable; left to reconciliation",
+                )
                 return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -521,18 +646,33 @@ class ExecutorService(Service):
         """A report from the user-data stream or the paper fill model."""
         await self.apply(report)
 
-    async def apply(self, report: OrderReport, *, override: bool = False, reason: str = "",
-                    actor: str | None = None) -> None:
+    async def apply(
+        self,
+        report: OrderReport,
+        *,
+        override: bool = False,
+        reason: str = "",
+        actor: str | None = None,
+    ) -> None:
         """Apply a venue report: store (optimistic locking), ledger, metrics, publish."""
         assert self.store is not None
-        res = await self.store.apply_report(report, override=override, reason=reason,
-                                            taker_fee_rate=self.venue.taker_fee_rate,
-                                            actor=actor)
+        res = await self.store.apply_report(
+            report,
+            override=override,
+            reason=reason,
+            taker_fee_rate=self.venue.taker_fee_rate,
+            actor=actor,
+        )
         if not res.known:
             return
         if res.fill_qty > 0:
-            self.ledger.on_fill(res.client_order_id, res.symbol, res.side,  # type: ignore[arg-type]
-                                res.fill_qty, res.fill_price)
+            self.ledger.on_fill(
+                res.client_order_id,
+                res.symbol,
+                res.side,  # type: ignore[arg-type]
+                res.fill_qty,
+                res.fill_price,
+            )
             self.metrics.fills.inc()
             day, pnl = self._daily
             self._daily = (day, pnl + res.realized_pnl - res.fill_fee)
@@ -564,9 +704,14 @@ class ExecutorService(Service):
                 for r in rows:
                     payload = orjson.loads(r["payload"])
                     key = f"{payload['exchange']}:{payload['symbol']}".encode()
-                    futures.append(await self.producer.send(
-                        self.settings.topic_orders, orjson.dumps(payload), key=key,
-                        headers=trace_headers(payload.get("trace_id", ""))))
+                    futures.append(
+                        await self.producer.send(
+                            self.settings.topic_orders,
+                            orjson.dumps(payload),
+                            key=key,
+                            headers=trace_headers(payload.get("trace_id", "")),
+                        )
+                    )
                 await asyncio.gather(*futures)
                 await self.store.mark_published([r["id"] for r in rows])
                 sent += len(rows)
@@ -574,11 +719,21 @@ class ExecutorService(Service):
     # ------------------------------------------------------------------ recovery
     async def _restore_ledger(self) -> None:
         assert self.store is not None
-        positions = [(r["symbol"], r["qty"], r["avg_entry_price"])
-                     for r in await self.store.positions() if r["qty"]]
-        working = [OrderIntent(r["client_order_id"], r["symbol"], r["side"],
-                               max(0.0, r["qty"] - r["filled_qty"]), r["price"] or 0.0)
-                   for r in await self.store.open_orders()]
+        positions = [
+            (r["symbol"], r["qty"], r["avg_entry_price"])
+            for r in await self.store.positions()
+            if r["qty"]
+        ]
+        working = [
+            OrderIntent(
+                r["client_order_id"],
+                r["symbol"],
+                r["side"],
+                max(0.0, r["qty"] - r["filled_qty"]),
+                r["price"] or 0.0,
+            )
+            for r in await self.store.open_orders()
+        ]
         self.ledger.restore(positions, working)
         self._update_exposure()
 
@@ -625,43 +780,74 @@ class ExecutorService(Service):
                 if found is not None:
                     lookups[coid] = found.view()
                     reports[coid] = found
-                elif (r["state"] != OrderState.PENDING.value
-                      or now > float(r["sent_epoch"]) + s.recv_window_ms / 1000
-                      + s.unknown_grace_s):
+                elif (
+                    r["state"] != OrderState.PENDING.value
+                    or now > float(r["sent_epoch"]) + s.recv_window_ms / 1000 + s.unknown_grace_s
+                ):
                     lookups[coid] = None
-            local_views = [OrderView(r["client_order_id"], r["symbol"], r["side"],
-                                     OrderState(r["state"]), r["qty"], r["filled_qty"],
-                                     r["venue_order_id"]) for r in local_rows]
+            local_views = [
+                OrderView(
+                    r["client_order_id"],
+                    r["symbol"],
+                    r["side"],
+                    OrderState(r["state"]),
+                    r["qty"],
+                    r["filled_qty"],
+                    r["venue_order_id"],
+                )
+                for r in local_rows
+            ]
             venue_positions = await self._venue_or_none(self.venue.positions)
             venue_balances = await self._venue_or_none(self.venue.balances)
-            actions = reconcile(local_orders=local_views, venue_open_orders=
-                                [o.view() for o in venue_open], lookups=lookups)
+            actions = reconcile(
+                local_orders=local_views,
+                venue_open_orders=[o.view() for o in venue_open],
+                lookups=lookups,
+            )
             applied = 0
             for a in actions:
                 if isinstance(a, UpdateOrder):
                     base = reports.get(a.client_order_id)
-                    rep = base if base is not None else OrderReport(
-                        a.client_order_id, "", a.to_state, a.venue_order_id,
-                        filled_qty=a.venue_filled_qty, source="reconcile")
+                    rep = (
+                        base
+                        if base is not None
+                        else OrderReport(
+                            a.client_order_id,
+                            "",
+                            a.to_state,
+                            a.venue_order_id,
+                            filled_qty=a.venue_filled_qty,
+                            source="reconcile",
+                        )
+                    )
                     lrow = next(r for r in local_rows if r["client_order_id"] == a.client_order_id)
-                    rep = dataclasses.replace(rep, symbol=lrow["symbol"], state=a.to_state,
-                                              source="reconcile")
-                    await self.apply(rep, override=not a.legal, reason=a.reason,
-                                     actor="reconciler")
-                    await self._audit_quietly("reconcile_order", entity="order",
-                                              entity_id=a.client_order_id, reason=a.reason,
-                                              actor="reconciler",
-                                              detail={"from": a.from_state.value,
-                                                      "to": a.to_state.value, "why": why})
+                    rep = dataclasses.replace(
+                        rep, symbol=lrow["symbol"], state=a.to_state, source="reconcile"
+                    )
+                    await self.apply(rep, override=not a.legal, reason=a.reason, actor="reconciler")
+                    await self._audit_quietly(
+                        "reconcile_order",
+                        entity="order",
+                        entity_id=a.client_order_id,
+                        reason=a.reason,
+                        actor="reconciler",
+                        detail={"from": a.from_state.value, "to": a.to_state.value, "why": why},
+                    )
                     self.metrics.reconcile_fixes.labels("order").inc()
                     applied += 1
                 elif isinstance(a, AdoptOrder):
-                    await self._audit_quietly("reconcile_foreign_order", entity="order",
-                                              entity_id=a.order.client_order_id, reason=a.reason,
-                                              actor="reconciler",
-                                              detail={"symbol": a.order.symbol,
-                                                      "state": a.order.state.value,
-                                                      "ours": a.ours})
+                    await self._audit_quietly(
+                        "reconcile_foreign_order",
+                        entity="order",
+                        entity_id=a.order.client_order_id,
+                        reason=a.reason,
+                        actor="reconciler",
+                        detail={
+                            "symbol": a.order.symbol,
+                            "state": a.order.state.value,
+                            "ours": a.ours,
+                        },
+                    )
             applied += await self._reconcile_positions(venue_positions, venue_balances, why)
             return applied
 
@@ -673,8 +859,12 @@ class ExecutorService(Service):
             log.warning("reconciliation fetch failed", extra={"error": str(exc)})
             return None
 
-    async def _reconcile_positions(self, venue_positions: list[PositionView] | None,
-                                   venue_balances: dict[str, float] | None, why: str) -> int:
+    async def _reconcile_positions(
+        self,
+        venue_positions: list[PositionView] | None,
+        venue_balances: dict[str, float] | None,
+        why: str,
+    ) -> int:
         assert self.store is not None
         if venue_positions is None and venue_balances is None:
             return 0
@@ -684,19 +874,25 @@ class ExecutorService(Service):
             return 0
         rows = await self.store.positions()
         exchange = self.venue.exchange
-        local = [PositionView(r["symbol"], r["qty"], r["avg_entry_price"]) for r in rows
-                 if r["exchange"] == exchange]
-        actions = reconcile(local_orders=[], venue_open_orders=[],
-                            local_positions=local if venue_positions is not None else [],
-                            venue_positions=venue_positions or [],
-                            local_balances=(await self.store.balances()
-                                            if venue_balances is not None else {}),
-                            venue_balances=venue_balances or {})
+        local = [
+            PositionView(r["symbol"], r["qty"], r["avg_entry_price"])
+            for r in rows
+            if r["exchange"] == exchange
+        ]
+        actions = reconcile(
+            local_orders=[],
+            venue_open_orders=[],
+            local_positions=local if venue_positions is not None else [],
+            venue_positions=venue_positions or [],
+            local_balances=(await self.store.balances() if venue_balances is not None else {}),
+            venue_balances=venue_balances or {},
+        )
         n = 0
         for a in actions:
             if isinstance(a, SetPosition):
-                await self.store.set_position(exchange, a.symbol, a.venue_qty,
-                                              a.venue_entry_price, f"{a.reason} ({why})")
+                await self.store.set_position(
+                    exchange, a.symbol, a.venue_qty, a.venue_entry_price, f"{a.reason} ({why})"
+                )
                 self.ledger.set_position(a.symbol, a.venue_qty, a.venue_entry_price)
                 self.metrics.reconcile_fixes.labels("position").inc()
                 n += 1

@@ -65,9 +65,13 @@ class CircuitBreaker:
     """One breaker. Use ``before_request()``, then ``record_success()`` or
     ``record_failure()`` exactly once per permitted request."""
 
-    def __init__(self, name: str, config: BreakerConfig | None = None,
-                 clock: Clock = time.monotonic,
-                 on_transition: Callable[[BreakerTransition], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: BreakerConfig | None = None,
+        clock: Clock = time.monotonic,
+        on_transition: Callable[[BreakerTransition], None] | None = None,
+    ) -> None:
         self.name = name
         self.config = config or BreakerConfig()
         self._clock = clock
@@ -98,8 +102,10 @@ class CircuitBreaker:
             self._on_transition(t)
 
     def _maybe_half_open(self) -> None:
-        if (self._state == BreakerState.OPEN
-                and self._clock() - self._opened_at >= self.config.recovery_timeout_s):
+        if (
+            self._state == BreakerState.OPEN
+            and self._clock() - self._opened_at >= self.config.recovery_timeout_s
+        ):
             self._probes_in_flight = 0
             self._probe_successes = 0
             self._move(BreakerState.HALF_OPEN, "recovery timeout elapsed")
@@ -157,8 +163,12 @@ class CircuitBreaker:
 class BreakerRegistry:
     """One breaker per key (``"binance:POST /fapi/v1/order"``), created on first use."""
 
-    def __init__(self, config: BreakerConfig | None = None, clock: Clock = time.monotonic,
-                 on_transition: Callable[[BreakerTransition], None] | None = None) -> None:
+    def __init__(
+        self,
+        config: BreakerConfig | None = None,
+        clock: Clock = time.monotonic,
+        on_transition: Callable[[BreakerTransition], None] | None = None,
+    ) -> None:
         self.config = config or BreakerConfig()
         self._clock = clock
         self._on_transition = on_transition

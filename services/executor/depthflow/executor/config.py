@@ -46,8 +46,11 @@ class ExecutorSettings(BaseSettings):
     venue: Venue = "paper"
     # Endpoint: "sim" (the local simulator, the default), "testnet" or "live".
     endpoint: Literal["sim", "testnet", "live"] = "sim"
-    testnet: bool = Field(default=False, validation_alias=_seed("TESTNET"),
-                          description="the seed's TESTNET: use the venue's testnet URLs")
+    testnet: bool = Field(
+        default=False,
+        validation_alias=_seed("TESTNET"),
+        description="the seed's TESTNET: use the venue's testnet URLs",
+    )
     sim_base_url: str = SIM_BASE_URL
     base_url: str | None = Field(default=None, description="override the REST base URL")
     ws_url: str | None = Field(default=None, description="override the WebSocket base URL")
@@ -55,27 +58,38 @@ class ExecutorSettings(BaseSettings):
     api_secret: SecretStr = SecretStr(SIM_API_SECRET)
     recv_window_ms: int = Field(default=5000, ge=100, le=60_000)
     request_timeout_s: float = Field(default=5.0, gt=0, le=60)
-    order_timeout_s: float | None = Field(default=None, gt=0, le=60, description="timeout of "
-                                          "order placement (default: request_timeout_s)")
+    order_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=60,
+        description="timeout of order placement (default: request_timeout_s)",
+    )
     # A Pending order is declared Failed only when the venue says it does not know it and the
     # request can no longer be accepted: sent_at + recv_window + this grace.
     unknown_grace_s: float = Field(default=2.0, ge=0)
-    unknown_resolve_s: float = Field(default=10.0, ge=0, description="keep querying an "
-                                     "unknown outcome this long past the Failed deadline, "
-                                     "then leave it to reconciliation")
+    unknown_resolve_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="keep querying an "
+        "unknown outcome this long past the Failed deadline, "
+        "then leave it to reconciliation",
+    )
     max_rate_limit_wait_s: float = Field(default=10.0, ge=0)
 
     # Risk: the seed's names first.
     max_open_positions: int = Field(default=5, ge=0, validation_alias=_seed("MAX_OPEN_POSITIONS"))
-    max_exposure_usdt: float = Field(default=10_000.0, ge=0,
-                                     validation_alias=_seed("MAX_EXPOSURE_USDT"))
-    min_order_size_usdt: float = Field(default=5.0, ge=0,
-                                       validation_alias=_seed("MIN_ORDER_SIZE_USDT"))
+    max_exposure_usdt: float = Field(
+        default=10_000.0, ge=0, validation_alias=_seed("MAX_EXPOSURE_USDT")
+    )
+    min_order_size_usdt: float = Field(
+        default=5.0, ge=0, validation_alias=_seed("MIN_ORDER_SIZE_USDT")
+    )
     max_symbol_exposure_usdt: float = Field(default=10_000.0, ge=0)
     daily_loss_limit_usdt: float = Field(default=500.0, ge=0)
     order_usdt_at_full_conviction: float = Field(default=1_000.0, gt=0)
-    slippage_buffer_bps: float = Field(default=20.0, ge=0, le=1000,
-                                       description="limit price of the marketable IOC order")
+    slippage_buffer_bps: float = Field(
+        default=20.0, ge=0, le=1000, description="limit price of the marketable IOC order"
+    )
     max_book_age_s: float = Field(default=30.0, gt=0)
 
     # Paper venue: the fill model of the backtests.
@@ -83,8 +97,9 @@ class ExecutorSettings(BaseSettings):
     paper_latency_ms: float = Field(default=20.0, ge=0)
     paper_maker_fee: float = Field(default=0.0002)
     paper_taker_fee: float = Field(default=0.0005, ge=0)
-    paper_book_warmup: int = Field(default=200, ge=0, description="md.book messages re-read "
-                                   "per partition at start")
+    paper_book_warmup: int = Field(
+        default=200, ge=0, description="md.book messages re-read per partition at start"
+    )
 
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_recovery_timeout_s: float = Field(default=30.0, gt=0)
@@ -153,8 +168,10 @@ class ExecutorSettings(BaseSettings):
         )
 
     def breaker_config(self) -> BreakerConfig:
-        return BreakerConfig(failure_threshold=self.breaker_failure_threshold,
-                             recovery_timeout_s=self.breaker_recovery_timeout_s)
+        return BreakerConfig(
+            failure_threshold=self.breaker_failure_threshold,
+            recovery_timeout_s=self.breaker_recovery_timeout_s,
+        )
 
     @property
     def running_by_default(self) -> bool:

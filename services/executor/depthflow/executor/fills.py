@@ -196,8 +196,11 @@ class FillSimulator:
         if order.order_id in self._seen:
             reason = f"duplicate order id {order.order_id}"
         if reason:
-            return [OrderUpdate(order.order_id, order.submit_ts_us, OrderState.REJECTED, 0.0,
-                                None, reason)]
+            return [
+                OrderUpdate(
+                    order.order_id, order.submit_ts_us, OrderState.REJECTED, 0.0, None, reason
+                )
+            ]
         self._seen.add(order.order_id)
         self._orders[order.order_id] = _Working(order)
         self._schedule(order.submit_ts_us + self.config.submit_latency_us, "arrive", order.order_id)
@@ -213,8 +216,11 @@ class FillSimulator:
     def on_book(self, book: BookSnapshot) -> list[SimEvent]:
         """A new snapshot: orders that arrived before it see the previous one."""
         out = self._run_until(book.ts_us, inclusive=False)
-        self._book = BookSnapshot(book.ts_us, tuple(book.bids[: self.config.max_levels]),
-                                  tuple(book.asks[: self.config.max_levels]))
+        self._book = BookSnapshot(
+            book.ts_us,
+            tuple(book.bids[: self.config.max_levels]),
+            tuple(book.asks[: self.config.max_levels]),
+        )
         self._consumed.clear()
         self._now_us = max(self._now_us, book.ts_us)
         out += self._run_until(book.ts_us, inclusive=True)
@@ -349,8 +355,7 @@ class FillSimulator:
             return []
         opposite = self._book.asks if o.side == "buy" else self._book.bids
         crossing = sum(
-            q for p, q in opposite
-            if sign * (o.limit_price - p) > 0 or _same(p, o.limit_price)
+            q for p, q in opposite if sign * (o.limit_price - p) > 0 or _same(p, o.limit_price)
         )
         if crossing <= 0:
             return []
@@ -362,8 +367,11 @@ class FillSimulator:
     def _partial_or_done(self, w: _Working, ts: int) -> list[SimEvent]:
         if _done(w):
             return self._finish(w, ts, OrderState.FILLED, "")
-        return [OrderUpdate(w.order.order_id, ts, OrderState.PARTIALLY_FILLED, w.filled,
-                            w.avg_price, "")]
+        return [
+            OrderUpdate(
+                w.order.order_id, ts, OrderState.PARTIALLY_FILLED, w.filled, w.avg_price, ""
+            )
+        ]
 
 
 def _invalid(order: SimOrder) -> str:

@@ -250,7 +250,11 @@ _POSITION_TABLE: dict[tuple[PositionState, PositionFsmEvent], PositionState] = {
 POSITION_TERMINAL_STATES: frozenset[PositionState] = frozenset({_P.CLOSED})
 
 PositionFsm: StateMachine[PositionState, PositionFsmEvent] = StateMachine(
-    "position", PositionState, PositionFsmEvent, _P.OPENING, POSITION_TERMINAL_STATES,
+    "position",
+    PositionState,
+    PositionFsmEvent,
+    _P.OPENING,
+    POSITION_TERMINAL_STATES,
     _POSITION_TABLE,
 )
 """The position state machine: ``PositionFsm.transition(state, event) -> state``."""
@@ -258,38 +262,44 @@ PositionFsm: StateMachine[PositionState, PositionFsmEvent] = StateMachine(
 
 # --- venue statuses -----------------------------------------------------------------------
 
-_BINANCE_STATUS: Mapping[str, OrderState] = MappingProxyType({
-    "NEW": _O.PLACED,
-    "PARTIALLY_FILLED": _O.PARTIALLY_FILLED,
-    "FILLED": _O.FILLED,
-    "CANCELED": _O.CANCELLED,
-    "REJECTED": _O.REJECTED,
-    "EXPIRED": _O.CANCELLED,  # IOC/FOK remainder, GTX that would have taken
-    "EXPIRED_IN_MATCH": _O.CANCELLED,  # self-trade prevention
-})
+_BINANCE_STATUS: Mapping[str, OrderState] = MappingProxyType(
+    {
+        "NEW": _O.PLACED,
+        "PARTIALLY_FILLED": _O.PARTIALLY_FILLED,
+        "FILLED": _O.FILLED,
+        "CANCELED": _O.CANCELLED,
+        "REJECTED": _O.REJECTED,
+        "EXPIRED": _O.CANCELLED,  # IOC/FOK remainder, GTX that would have taken
+        "EXPIRED_IN_MATCH": _O.CANCELLED,  # self-trade prevention
+    }
+)
 
-_BYBIT_STATUS: Mapping[str, OrderState] = MappingProxyType({
-    "Created": _O.PLACED,  # accepted by the system, not yet by the matching engine
-    "New": _O.PLACED,
-    "Untriggered": _O.PLACED,  # conditional order waiting for its trigger
-    "Triggered": _O.PLACED,
-    "Active": _O.PLACED,
-    "PartiallyFilled": _O.PARTIALLY_FILLED,
-    "Filled": _O.FILLED,
-    "Cancelled": _O.CANCELLED,
-    "PartiallyFilledCanceled": _O.CANCELLED,  # remainder cancelled (e.g. IOC) after a partial
-    "Deactivated": _O.CANCELLED,  # conditional order cancelled before triggering
-    "Rejected": _O.REJECTED,
-})
+_BYBIT_STATUS: Mapping[str, OrderState] = MappingProxyType(
+    {
+        "Created": _O.PLACED,  # accepted by the system, not yet by the matching engine
+        "New": _O.PLACED,
+        "Untriggered": _O.PLACED,  # conditional order waiting for its trigger
+        "Triggered": _O.PLACED,
+        "Active": _O.PLACED,
+        "PartiallyFilled": _O.PARTIALLY_FILLED,
+        "Filled": _O.FILLED,
+        "Cancelled": _O.CANCELLED,
+        "PartiallyFilledCanceled": _O.CANCELLED,  # remainder cancelled (e.g. IOC) after a partial
+        "Deactivated": _O.CANCELLED,  # conditional order cancelled before triggering
+        "Rejected": _O.REJECTED,
+    }
+)
 
-_EVENT_FOR_STATE: Mapping[OrderState, OrderFsmEvent] = MappingProxyType({
-    _O.PLACED: _OE.ACKNOWLEDGE,
-    _O.PARTIALLY_FILLED: _OE.PARTIAL_FILL,
-    _O.FILLED: _OE.FILL,
-    _O.CANCELLED: _OE.CANCEL,
-    _O.REJECTED: _OE.REJECT,
-    _O.FAILED: _OE.FAIL,
-})
+_EVENT_FOR_STATE: Mapping[OrderState, OrderFsmEvent] = MappingProxyType(
+    {
+        _O.PLACED: _OE.ACKNOWLEDGE,
+        _O.PARTIALLY_FILLED: _OE.PARTIAL_FILL,
+        _O.FILLED: _OE.FILL,
+        _O.CANCELLED: _OE.CANCEL,
+        _O.REJECTED: _OE.REJECT,
+        _O.FAILED: _OE.FAIL,
+    }
+)
 
 
 def binance_order_state(status: str) -> OrderState:

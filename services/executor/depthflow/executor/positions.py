@@ -121,13 +121,18 @@ class Position:
         rest = fill.qty - closed
         tolerance = QTY_EPSILON * max(1.0, held, fill.qty)
         if rest <= tolerance and held - closed > tolerance:
-            pos = replace(self, qty=direction * (held - closed), realized_pnl=realized,
-                          fees_paid=fees)
+            pos = replace(
+                self, qty=direction * (held - closed), realized_pnl=realized, fees_paid=fees
+            )
             return PositionUpdate(pos, FillKind.REDUCE, pnl, closed, 0.0)
         if rest <= tolerance:
-            pos = replace(self, qty=0.0, avg_entry_price=0.0, realized_pnl=realized,
-                          fees_paid=fees)
+            pos = replace(self, qty=0.0, avg_entry_price=0.0, realized_pnl=realized, fees_paid=fees)
             return PositionUpdate(pos, FillKind.CLOSE, pnl, held, 0.0)
-        pos = replace(self, qty=-direction * rest, avg_entry_price=fill.price,
-                      realized_pnl=realized, fees_paid=fees)
+        pos = replace(
+            self,
+            qty=-direction * rest,
+            avg_entry_price=fill.price,
+            realized_pnl=realized,
+            fees_paid=fees,
+        )
         return PositionUpdate(pos, FillKind.FLIP, pnl, held, rest)

@@ -194,8 +194,9 @@ class VenueRateLimiter:
         now = self._clock()
         retry_after = _parse_retry_after(lower.get("retry-after"))
         if status == 418:
-            until = now + (retry_after if retry_after is not None
-                           else self.backoff.ban_without_retry_after_s)
+            until = now + (
+                retry_after if retry_after is not None else self.backoff.ban_without_retry_after_s
+            )
             m = _BANNED_UNTIL_RE.search(body)
             if m:  # Binance: "IP banned until 1700000000000" (epoch ms)
                 until = max(until, now + int(m.group(1)) / 1000.0 - self._wall())
@@ -203,8 +204,9 @@ class VenueRateLimiter:
         elif status == 429:
             self._consecutive_429 += 1
             if retry_after is None:
-                retry_after = min(self.backoff.max_s,
-                                  self.backoff.base_s * 2 ** (self._consecutive_429 - 1))
+                retry_after = min(
+                    self.backoff.max_s, self.backoff.base_s * 2 ** (self._consecutive_429 - 1)
+                )
             self._block(now + retry_after, banned=False)
         elif status < 400:
             self._consecutive_429 = 0
@@ -233,30 +235,54 @@ def binance_usdm_buckets(
 ) -> list[BucketSpec]:
     """Binance USD-M futures limits (exchangeInfo ``rateLimits``), fixed clock windows."""
     return [
-        BucketSpec("weight", weight_per_min, 60, True, "X-MBX-USED-WEIGHT-1M",
-                   safety_margin=safety_margin),
-        BucketSpec("orders_10s", orders_per_10s, 10, True, "X-MBX-ORDER-COUNT-10S",
-                   safety_margin=safety_margin),
-        BucketSpec("orders_1m", orders_per_min, 60, True, "X-MBX-ORDER-COUNT-1M",
-                   safety_margin=safety_margin),
+        BucketSpec(
+            "weight", weight_per_min, 60, True, "X-MBX-USED-WEIGHT-1M", safety_margin=safety_margin
+        ),
+        BucketSpec(
+            "orders_10s",
+            orders_per_10s,
+            10,
+            True,
+            "X-MBX-ORDER-COUNT-10S",
+            safety_margin=safety_margin,
+        ),
+        BucketSpec(
+            "orders_1m",
+            orders_per_min,
+            60,
+            True,
+            "X-MBX-ORDER-COUNT-1M",
+            safety_margin=safety_margin,
+        ),
     ]
 
 
-BINANCE_USDM_WEIGHTS: Mapping[str, int] = MappingProxyType({
-    "POST /fapi/v1/order": 0,  # order endpoints cost orders, not IP weight (USD-M: 0 weight)
-    "DELETE /fapi/v1/order": 1,
-    "GET /fapi/v1/order": 1,
-    "GET /fapi/v1/openOrders": 1,  # with symbol; 40 without
-    "GET /fapi/v2/positionRisk": 5,
-    "GET /fapi/v2/balance": 5,
-    "GET /fapi/v1/exchangeInfo": 1,
-    "POST /fapi/v1/listenKey": 1,
-})
+BINANCE_USDM_WEIGHTS: Mapping[str, int] = MappingProxyType(
+    {
+        "POST /fapi/v1/order": 0,  # order endpoints cost orders, not IP weight (USD-M: 0 weight)
+        "DELETE /fapi/v1/order": 1,
+        "GET /fapi/v1/order": 1,
+        "GET /fapi/v1/openOrders": 1,  # with symbol; 40 without
+        "GET /fapi/v2/positionRisk": 5,
+        "GET /fapi/v2/balance": 5,
+        "GET /fapi/v1/exchangeInfo": 1,
+        "POST /fapi/v1/listenKey": 1,
+    }
+)
 """Request weights of the endpoints the executor uses (Binance USD-M docs)."""
 
 
 def bybit_order_buckets(per_second: int = 10, safety_margin: float = 0.1) -> list[BucketSpec]:
     """Bybit v5 per-UID limit of one trade endpoint family (continuous refill; header
     ``X-Bapi-Limit-Status`` is the remaining count)."""
-    return [BucketSpec("requests", per_second, 1.0, False, "X-Bapi-Limit-Status",
-                       header_reports_remaining=True, safety_margin=safety_margin)]
+    return [
+        BucketSpec(
+            "requests",
+            per_second,
+            1.0,
+            False,
+            "X-Bapi-Limit-Status",
+            header_reports_remaining=True,
+            safety_margin=safety_margin,
+        )
+    ]

@@ -137,11 +137,14 @@ def _order_actions(local: OrderView, venue: OrderView, tol: Tolerances) -> list[
     coid = local.client_order_id
     filled_differs = _qty_differs(venue.filled_qty, local.filled_qty, tol)
     if venue.filled_qty > local.filled_qty and filled_differs:
-        out.append(FetchFills(
-            client_order_id=coid, local_filled_qty=local.filled_qty,
-            venue_filled_qty=venue.filled_qty,
-            reason=f"venue filled {venue.filled_qty}, local {local.filled_qty}",
-        ))
+        out.append(
+            FetchFills(
+                client_order_id=coid,
+                local_filled_qty=local.filled_qty,
+                venue_filled_qty=venue.filled_qty,
+                reason=f"venue filled {venue.filled_qty}, local {local.filled_qty}",
+            )
+        )
     if venue.state != local.state or filled_differs:
         event = event_for_state(venue.state)
         legal = OrderFsm.can(local.state, event) and (
@@ -152,11 +155,19 @@ def _order_actions(local: OrderView, venue: OrderView, tol: Tolerances) -> list[
             why += f"; filled venue {venue.filled_qty} vs local {local.filled_qty}"
         if not legal:
             why += " (transition refused by the order FSM: venue truth overrides)"
-        out.append(UpdateOrder(
-            client_order_id=coid, from_state=local.state, to_state=venue.state, event=event,
-            legal=legal, local_filled_qty=local.filled_qty, venue_filled_qty=venue.filled_qty,
-            venue_order_id=venue.venue_order_id or local.venue_order_id, reason=why,
-        ))
+        out.append(
+            UpdateOrder(
+                client_order_id=coid,
+                from_state=local.state,
+                to_state=venue.state,
+                event=event,
+                legal=legal,
+                local_filled_qty=local.filled_qty,
+                venue_filled_qty=venue.filled_qty,
+                venue_order_id=venue.venue_order_id or local.venue_order_id,
+                reason=why,
+            )
+        )
     return out
 
 
@@ -183,33 +194,47 @@ def reconcile_orders(
         if lo.state not in ORDER_OPEN_STATES:
             continue
         if coid not in lookups:
-            out.append(QueryOrder(
-                client_order_id=coid,
-                reason=f"local {lo.state.value} but not among the venue's open orders",
-            ))
+            out.append(
+                QueryOrder(
+                    client_order_id=coid,
+                    reason=f"local {lo.state.value} but not among the venue's open orders",
+                )
+            )
             continue
         found = lookups[coid]
         if found is not None:
             out += _order_actions(lo, found, tol)
             continue
         # The venue has no such order.
-        gone = OrderView(coid, lo.symbol, lo.side,
-                         OrderState.FAILED if lo.state == OrderState.PENDING
-                         else OrderState.CANCELLED,
-                         lo.qty, lo.filled_qty, lo.venue_order_id)
+        gone = OrderView(
+            coid,
+            lo.symbol,
+            lo.side,
+            OrderState.FAILED if lo.state == OrderState.PENDING else OrderState.CANCELLED,
+            lo.qty,
+            lo.filled_qty,
+            lo.venue_order_id,
+        )
         out += [
             replace(a, reason=f"venue has no order {coid}: {a.reason}")
-            if isinstance(a, UpdateOrder) else a
+            if isinstance(a, UpdateOrder)
+            else a
             for a in _order_actions(lo, gone, tol)
         ]
     for coid, v in sorted(venue_by_id.items()):
         if coid not in local_by_id:
             ours = is_own_client_order_id(coid, prefix=own_prefix)
-            out.append(AdoptOrder(
-                order=v, ours=ours,
-                reason=("our client id but no local record" if ours
-                        else "open venue order placed outside the executor"),
-            ))
+            out.append(
+                AdoptOrder(
+                    order=v,
+                    ours=ours,
+                    reason=(
+                        "our client id but no local record"
+                        if ours
+                        else "open venue order placed outside the executor"
+                    ),
+                )
+            )
     return out
 
 
@@ -231,10 +256,20 @@ def reconcile_positions(
             abs(a.entry_price), abs(b.entry_price), 1e-12
         )
         if qty_off or price_off:
-            why = (f"qty local {a.qty} vs venue {b.qty}" if qty_off
-                   else f"entry local {a.entry_price} vs venue {b.entry_price}")
-            out.append(SetPosition(symbol=symbol, local_qty=a.qty, venue_qty=b.qty,
-                                   venue_entry_price=b.entry_price, reason=why))
+            why = (
+                f"qty local {a.qty} vs venue {b.qty}"
+                if qty_off
+                else f"entry local {a.entry_price} vs venue {b.entry_price}"
+            )
+            out.append(
+                SetPosition(
+                    symbol=symbol,
+                    local_qty=a.qty,
+                    venue_qty=b.qty,
+                    venue_entry_price=b.entry_price,
+                    reason=why,
+                )
+            )
     return out
 
 
@@ -249,8 +284,9 @@ def reconcile_balances(
     for asset in sorted(local.keys() | venue.keys()):
         a, b = local.get(asset, 0.0), venue.get(asset, 0.0)
         if abs(a - b) > tol.balance_abs:
-            out.append(SetBalance(asset=asset, local=a, venue=b,
-                                  reason=f"{asset} local {a} vs venue {b}"))
+            out.append(
+                SetBalance(asset=asset, local=a, venue=b, reason=f"{asset} local {a} vs venue {b}")
+            )
     return out
 
 
@@ -268,8 +304,9 @@ def reconcile(
 ) -> list[Action]:
     """All corrective actions: orders, then positions, then balances."""
     return [
-        *reconcile_orders(local_orders, venue_open_orders, lookups, own_prefix=own_prefix,
-                          tolerances=tolerances),
+        *reconcile_orders(
+            local_orders, venue_open_orders, lookups, own_prefix=own_prefix, tolerances=tolerances
+        ),
         *reconcile_positions(local_positions, venue_positions, tolerances),
         *reconcile_balances(local_balances or {}, venue_balances or {}, tolerances),
     ]

@@ -259,8 +259,10 @@ def headroom_usdt(
         return 0.0
     others = total_exposure(exposures) - current.worst_case
     bound = min(limits.symbol_cap(symbol), limits.max_exposure_usdt - others)
-    edge = current.position + current.pending_buy if side == "buy" else (
-        current.pending_sell - current.position
+    edge = (
+        current.position + current.pending_buy
+        if side == "buy"
+        else (current.pending_sell - current.position)
     )
     return max(0.0, bound - edge)
 
@@ -374,8 +376,16 @@ class RiskLedger:
                 dup = RiskDecision.reject(RejectReason.DUPLICATE, client_order_id)
                 return Sizing(0.0, price, RejectReason.DUPLICATE), dup
             snap = self._exposures()
-            sizing = size_order(snap, symbol=symbol, side=side, strength=strength,
-                                confidence=confidence, price=price, spec=spec, limits=self.limits)
+            sizing = size_order(
+                snap,
+                symbol=symbol,
+                side=side,
+                strength=strength,
+                confidence=confidence,
+                price=price,
+                spec=spec,
+                limits=self.limits,
+            )
             if sizing.reason is not None:
                 return sizing, RiskDecision.reject(sizing.reason, sizing.detail)
             intent = OrderIntent(client_order_id, symbol, side, sizing.qty, sizing.price)
@@ -423,8 +433,9 @@ class RiskLedger:
         with self._lock:
             self.state = state
 
-    def restore(self, positions: Iterable[tuple[str, float, float]],
-                working: Iterable[OrderIntent]) -> None:
+    def restore(
+        self, positions: Iterable[tuple[str, float, float]], working: Iterable[OrderIntent]
+    ) -> None:
         """Replace everything: positions as ``(symbol, signed qty, mark)`` and working orders
         with their remaining quantity (after a restart or reconciliation)."""
         with self._lock:

@@ -33,7 +33,6 @@ SIM_KEY = "depthflow-sim-key"
 SIM_SECRET = "depthflow-sim-secret"
 
 
-
 class Sim:
     """A simulator subprocess and a few calls against it."""
 
@@ -43,19 +42,25 @@ class Sim:
         self.url = f"http://127.0.0.1:{port}"
 
     async def faults(self, **faults: Any) -> None:
-        async with aiohttp.ClientSession() as http, http.post(
-                self.url + "/sim/faults", json=faults) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(self.url + "/sim/faults", json=faults) as r,
+        ):
             assert r.status == 200, await r.text()
 
     async def depth(self, symbol: str, limit: int = 20) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as http, http.get(
-                self.url + f"/fapi/v1/depth?symbol={symbol}&limit={limit}") as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.url + f"/fapi/v1/depth?symbol={symbol}&limit={limit}") as r,
+        ):
             return await r.json()
 
     async def venue_orders(self, client_order_id: str) -> list[dict[str, Any]]:
         """The simulator's own view (not slowed by faults): orders with this client id."""
-        async with aiohttp.ClientSession() as http, http.get(
-                self.url + "/sim/orders", params={"client_order_id": client_order_id}) as r:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.url + "/sim/orders", params={"client_order_id": client_order_id}) as r,
+        ):
             assert r.status == 200, await r.text()
             return await r.json()
 
@@ -66,12 +71,19 @@ class Sim:
 
         q = f"category=linear&orderLinkId={link_id}"
         ts = str(int(time.time() * 1000))
-        sig = hmac.new(SIM_SECRET.encode(), (ts + SIM_KEY + "5000" + q).encode(),
-                       hashlib.sha256).hexdigest()
-        headers = {"X-BAPI-API-KEY": SIM_KEY, "X-BAPI-TIMESTAMP": ts, "X-BAPI-SIGN": sig,
-                   "X-BAPI-RECV-WINDOW": "5000"}
-        async with aiohttp.ClientSession() as http, http.get(
-                self.url + "/v5/order/realtime?" + q, headers=headers) as r:
+        sig = hmac.new(
+            SIM_SECRET.encode(), (ts + SIM_KEY + "5000" + q).encode(), hashlib.sha256
+        ).hexdigest()
+        headers = {
+            "X-BAPI-API-KEY": SIM_KEY,
+            "X-BAPI-TIMESTAMP": ts,
+            "X-BAPI-SIGN": sig,
+            "X-BAPI-RECV-WINDOW": "5000",
+        }
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(self.url + "/v5/order/realtime?" + q, headers=headers) as r,
+        ):
             body = await r.json()
         assert body["retCode"] == 0, body
         return list(body["result"]["list"])
@@ -83,9 +95,13 @@ class Sim:
 
         q = urlencode({"symbol": symbol, "timestamp": int(time.time() * 1000)})
         sig = hmac.new(SIM_SECRET.encode(), q.encode(), hashlib.sha256).hexdigest()
-        async with aiohttp.ClientSession() as http, http.get(
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
                 self.url + f"/fapi/v2/positionRisk?{q}&signature={sig}",
-                headers={"X-MBX-APIKEY": SIM_KEY}) as r:
+                headers={"X-MBX-APIKEY": SIM_KEY},
+            ) as r,
+        ):
             return float((await r.json())[0]["positionAmt"])
 
 
@@ -103,13 +119,28 @@ def _sim_up(url: str) -> bool:
 def sim() -> Iterator[Sim]:
     port = free_port()
     proc = subprocess.Popen(
-        [str(VENV_BIN / "depthflow"), "sim", "--port", str(port), "--symbols",
-         "BTCUSDT,ETHUSDT", "--seed", "1", "--rate", "20"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            str(VENV_BIN / "depthflow"),
+            "sim",
+            "--port",
+            str(port),
+            "--symbols",
+            "BTCUSDT,ETHUSDT",
+            "--seed",
+            "1",
+            "--rate",
+            "20",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     s = Sim(port, proc)
     try:
-        eventually(lambda: proc.poll() is None and _sim_up(s.url), timeout=30,
-                   what="simulator answers /fapi/v1/ping")
+        eventually(
+            lambda: proc.poll() is None and _sim_up(s.url),
+            timeout=30,
+            what="simulator answers /fapi/v1/ping",
+        )
         yield s
     finally:
         proc.terminate()
@@ -121,8 +152,10 @@ def sim() -> Iterator[Sim]:
 
 @pytest.fixture
 def topics(topic_factory: Callable[..., str]) -> dict[str, str]:
-    return {name: topic_factory(name, partitions=3) for name in
-            ("signals", "book", "orders", "control", "status")}
+    return {
+        name: topic_factory(name, partitions=3)
+        for name in ("signals", "book", "orders", "control", "status")
+    }
 
 
 @pytest.fixture
@@ -131,13 +164,23 @@ def make_settings(topics: dict[str, str], fresh_schema: str) -> Callable[..., Ex
 
     def make(venue: str = "paper", sim: Sim | None = None, **kw: Any) -> ExecutorSettings:
         base: dict[str, Any] = dict(
-            venue=venue, db_schema=fresh_schema, group_id=group,
-            topic_signals=topics["signals"], topic_book=topics["book"],
-            topic_orders=topics["orders"], topic_control=topics["control"],
-            topic_status=topics["status"], reconcile_interval_s=1.0,
-            heartbeat_interval_s=1.0, recv_window_ms=3000, unknown_grace_s=0.5,
-            unknown_resolve_s=3.0, breaker_recovery_timeout_s=1.0, request_timeout_s=3.0,
-            paper_book_warmup=50)
+            venue=venue,
+            db_schema=fresh_schema,
+            group_id=group,
+            topic_signals=topics["signals"],
+            topic_book=topics["book"],
+            topic_orders=topics["orders"],
+            topic_control=topics["control"],
+            topic_status=topics["status"],
+            reconcile_interval_s=1.0,
+            heartbeat_interval_s=1.0,
+            recv_window_ms=3000,
+            unknown_grace_s=0.5,
+            unknown_resolve_s=3.0,
+            breaker_recovery_timeout_s=1.0,
+            request_timeout_s=3.0,
+            paper_book_warmup=50,
+        )
         if sim is not None:
             base["sim_base_url"] = sim.url
         base.update(kw)
@@ -147,8 +190,9 @@ def make_settings(topics: dict[str, str], fresh_schema: str) -> Callable[..., Ex
 
 
 @contextlib.asynccontextmanager
-async def running(settings: ExecutorSettings, kafka: KafkaSettings,
-                  pg: PostgresSettings) -> AsyncIterator[ExecutorService]:
+async def running(
+    settings: ExecutorSettings, kafka: KafkaSettings, pg: PostgresSettings
+) -> AsyncIterator[ExecutorService]:
     """An in-process executor running its real loop until the block ends."""
     svc = ExecutorService(settings, kafka, pg, HttpSettings(port=0))
     await svc.start()
@@ -166,8 +210,9 @@ async def running(settings: ExecutorSettings, kafka: KafkaSettings,
 
 
 @pytest.fixture
-def run_executor(kafka_settings: KafkaSettings, pg_settings: PostgresSettings) -> Callable[
-        [ExecutorSettings], contextlib.AbstractAsyncContextManager[ExecutorService]]:
+def run_executor(
+    kafka_settings: KafkaSettings, pg_settings: PostgresSettings
+) -> Callable[[ExecutorSettings], contextlib.AbstractAsyncContextManager[ExecutorService]]:
     return lambda settings: running(settings, kafka_settings, pg_settings)
 
 
@@ -177,52 +222,101 @@ class Bus:
     def __init__(self, kafka: KafkaSettings, topics: dict[str, str]) -> None:
         self.kafka = kafka
         self.topics = topics
-        self.producer = CProducer({"bootstrap.servers": kafka.bootstrap_servers,
-                                   "enable.idempotence": True})
+        self.producer = CProducer(
+            {"bootstrap.servers": kafka.bootstrap_servers, "enable.idempotence": True}
+        )
         self._orders: list[dict[str, Any]] = []
         self._consumer: Consumer | None = None
 
-    def signal(self, symbol: str = "BTCUSDT", side: str = "buy", *, exchange: str = "binance",
-               signal_id: str | None = None, strength: float = 0.5,
-               confidence: float = 1.0) -> Signal:
+    def signal(
+        self,
+        symbol: str = "BTCUSDT",
+        side: str = "buy",
+        *,
+        exchange: str = "binance",
+        signal_id: str | None = None,
+        strength: float = 0.5,
+        confidence: float = 1.0,
+    ) -> Signal:
         now = time.time_ns() // 1000
-        sig = Signal(signal_id=signal_id or uuid.uuid4().hex, exchange=exchange,  # type: ignore[arg-type]
-                     symbol=symbol, side=side, strength=strength,  # type: ignore[arg-type]
-                     confidence=confidence, strategy="test", feature_set="test", book_seq=1,
-                     ts_us=now, source_ts_us=now, trace_id=uuid.uuid4().hex)
-        self.producer.produce(self.topics["signals"], SIGNALS.encode(sig),
-                              f"{exchange}:{symbol}".encode(),
-                              headers=[("trace-id", sig.trace_id.encode())])
+        sig = Signal(
+            signal_id=signal_id or uuid.uuid4().hex,
+            exchange=exchange,  # type: ignore[arg-type]
+            symbol=symbol,
+            side=side,
+            strength=strength,  # type: ignore[arg-type]
+            confidence=confidence,
+            strategy="test",
+            feature_set="test",
+            book_seq=1,
+            ts_us=now,
+            source_ts_us=now,
+            trace_id=uuid.uuid4().hex,
+        )
+        self.producer.produce(
+            self.topics["signals"],
+            SIGNALS.encode(sig),
+            f"{exchange}:{symbol}".encode(),
+            headers=[("trace-id", sig.trace_id.encode())],
+        )
         self.producer.flush(10)
         return sig
 
-    def book(self, symbol: str, bids: list[tuple[float, float]],
-             asks: list[tuple[float, float]], exchange: str = "binance") -> None:
+    def book(
+        self,
+        symbol: str,
+        bids: list[tuple[float, float]],
+        asks: list[tuple[float, float]],
+        exchange: str = "binance",
+    ) -> None:
         now = time.time_ns() // 1000
-        b = Book(exchange=exchange, symbol=symbol, seq=1, prev_seq=0,  # type: ignore[arg-type]
-                 exchange_ts_us=now, local_ts_us=now, bid_price=bids[0][0], bid_qty=bids[0][1],
-                 ask_price=asks[0][0], ask_qty=asks[0][1], bids=bids[:20], asks=asks[:20])
-        self.producer.produce(self.topics["book"], BOOK.encode(b),
-                              f"{exchange}:{symbol}".encode())
+        b = Book(
+            exchange=exchange,
+            symbol=symbol,
+            seq=1,
+            prev_seq=0,  # type: ignore[arg-type]
+            exchange_ts_us=now,
+            local_ts_us=now,
+            bid_price=bids[0][0],
+            bid_qty=bids[0][1],
+            ask_price=asks[0][0],
+            ask_qty=asks[0][1],
+            bids=bids[:20],
+            asks=asks[:20],
+        )
+        self.producer.produce(self.topics["book"], BOOK.encode(b), f"{exchange}:{symbol}".encode())
         self.producer.flush(10)
 
     async def book_from_sim(self, sim: Sim, symbol: str) -> None:
         d = await sim.depth(symbol)
-        self.book(symbol, [(float(p), float(q)) for p, q in d["bids"]],
-                  [(float(p), float(q)) for p, q in d["asks"]])
+        self.book(
+            symbol,
+            [(float(p), float(q)) for p, q in d["bids"]],
+            [(float(p), float(q)) for p, q in d["asks"]],
+        )
 
     def control(self, desired: str, version: int, **config: Any) -> None:
-        c = Control(service="executor", desired_state=desired, config=config,  # type: ignore[arg-type]
-                    version=version, updated_by="test-operator", ts_us=time.time_ns() // 1000)
+        c = Control(
+            service="executor",
+            desired_state=desired,
+            config=config,  # type: ignore[arg-type]
+            version=version,
+            updated_by="test-operator",
+            ts_us=time.time_ns() // 1000,
+        )
         self.producer.produce(self.topics["control"], CONTROL.encode(c), b"executor")
         self.producer.flush(10)
 
     def orders(self) -> list[dict[str, Any]]:
         """Every orders.v1 event so far (polls without blocking long)."""
         if self._consumer is None:
-            self._consumer = Consumer({"bootstrap.servers": self.kafka.bootstrap_servers,
-                                       "group.id": f"t-{uuid.uuid4().hex[:8]}",
-                                       "auto.offset.reset": "earliest"})
+            self._consumer = Consumer(
+                {
+                    "bootstrap.servers": self.kafka.bootstrap_servers,
+                    "group.id": f"t-{uuid.uuid4().hex[:8]}",
+                    "auto.offset.reset": "earliest",
+                }
+            )
             self._consumer.subscribe([self.topics["orders"]])
         while True:
             msg = self._consumer.poll(0.2)
@@ -259,8 +353,9 @@ def env_for(settings: ExecutorSettings, kafka: KafkaSettings, pg_dsn: str) -> di
             continue
         if isinstance(value, tuple):
             value = ",".join(value)
-        env[f"EXECUTOR_{name.upper()}"] = str(value).lower() if isinstance(value, bool) \
-            else str(value)
+        env[f"EXECUTOR_{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
     env["KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
     env["POSTGRES_DSN"] = pg_dsn
     env["LOG_JSON"] = "true"

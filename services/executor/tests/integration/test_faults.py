@@ -27,7 +27,8 @@ async def _true(value: bool) -> bool:
 
 
 async def test_503_unknown_timeout_and_duplicates_never_duplicate(
-        sim: Sim, bus: Bus, make_settings, run_executor, db: asyncpg.Connection) -> None:
+    sim: Sim, bus: Bus, make_settings, run_executor, db: asyncpg.Connection
+) -> None:
     settings = make_settings("binance", sim, order_timeout_s=0.5, request_timeout_s=5.0)
     bus.control("running", 1)
     async with run_executor(settings) as svc:
@@ -42,12 +43,19 @@ async def test_503_unknown_timeout_and_duplicates_never_duplicate(
         await sim.faults(unknown_503_rate=0.0, slow_response_ms=1200)
         b = bus.signal("ETHUSDT", "buy", exchange="binance")
         cb = client_order_id(b.signal_id)
-        await eventually_async(lambda: db.fetchval(
-            "SELECT count(*) FROM audit_log WHERE action='send_outcome_unknown' AND"
-            " entity_id=$1", cb), timeout=10, what="timeout seen")
+        await eventually_async(
+            lambda: db.fetchval(
+                "SELECT count(*) FROM audit_log WHERE action='send_outcome_unknown' AND"
+                " entity_id=$1",
+                cb,
+            ),
+            timeout=10,
+            what="timeout seen",
+        )
         await sim.faults(slow_response_ms=0)
-        await eventually_async(lambda: _is(db, cb, "Filled", "Failed"), timeout=30,
-                               what="timeout resolved")
+        await eventually_async(
+            lambda: _is(db, cb, "Filled", "Failed"), timeout=30, what="timeout resolved"
+        )
         # Duplicates: the same signal three times, concurrently in one batch.
         c_sig = bus.signal("BTCUSDT", "sell", exchange="binance")
         for _ in range(2):
@@ -68,9 +76,15 @@ async def test_503_unknown_timeout_and_duplicates_never_duplicate(
 
 
 async def test_breaker_opens_and_recovers_and_429_backs_off(
-        sim: Sim, bus: Bus, make_settings, run_executor, db: asyncpg.Connection) -> None:
-    settings = make_settings("bybit", sim, breaker_failure_threshold=2,
-                             breaker_recovery_timeout_s=1.0, max_rate_limit_wait_s=0.5)
+    sim: Sim, bus: Bus, make_settings, run_executor, db: asyncpg.Connection
+) -> None:
+    settings = make_settings(
+        "bybit",
+        sim,
+        breaker_failure_threshold=2,
+        breaker_recovery_timeout_s=1.0,
+        max_rate_limit_wait_s=0.5,
+    )
     bus.control("running", 1)
     key = "bybit:POST /v5/order/create"
     async with run_executor(settings) as svc:
@@ -79,43 +93,52 @@ async def test_breaker_opens_and_recovers_and_429_backs_off(
         await sim.faults(unknown_503_rate=1.0)
         coids = []
         for _ in range(3):
-            coids.append(client_order_id(bus.signal("ETHUSDT", "buy",
-                                                    exchange="bybit").signal_id))
+            coids.append(client_order_id(bus.signal("ETHUSDT", "buy", exchange="bybit").signal_id))
         for coid in coids[:2]:
-            await eventually_async(lambda c=coid: _is(db, c, "Filled"), timeout=20,
-                                   what="503 order resolved by query")
-        await eventually_async(lambda: _is(db, coids[2], "Failed"), timeout=20,
-                               what="refused by the open breaker")
-        reason = await db.fetchval("SELECT reason FROM orders WHERE client_order_id=$1",
-                                   coids[2])
+            await eventually_async(
+                lambda c=coid: _is(db, c, "Filled"), timeout=20, what="503 order resolved by query"
+            )
+        await eventually_async(
+            lambda: _is(db, coids[2], "Failed"), timeout=20, what="refused by the open breaker"
+        )
+        reason = await db.fetchval("SELECT reason FROM orders WHERE client_order_id=$1", coids[2])
         assert reason.startswith("not sent: circuit")
         await sim.faults(unknown_503_rate=0.0)
         # After the recovery timeout a probe goes through and closes it.
         await eventually_async(
-            lambda: _true(svc.venue.breaker_states()[key] == "half_open"), timeout=10,
-            what="half-open after the recovery timeout")
+            lambda: _true(svc.venue.breaker_states()[key] == "half_open"),
+            timeout=10,
+            what="half-open after the recovery timeout",
+        )
         ok = client_order_id(bus.signal("BTCUSDT", "buy", exchange="bybit").signal_id)
         await eventually_async(lambda: _is(db, ok, "Filled"), timeout=20, what="probe filled")
         assert svc.venue.breaker_states()[key] == "closed"
         # 429 on everything: the limiter backs off; nothing reaches the venue.
         await sim.faults(force_status=429)
         s429 = bus.signal("ETHUSDT", "sell", exchange="bybit")
-        await eventually_async(lambda: db.fetchval(
-            "SELECT count(*) FROM signals WHERE signal_id=$1", s429.signal_id), timeout=20,
-            what="429 signal decided")
+        await eventually_async(
+            lambda: db.fetchval("SELECT count(*) FROM signals WHERE signal_id=$1", s429.signal_id),
+            timeout=20,
+            what="429 signal decided",
+        )
         limiter = svc.venue.rest.limiter  # type: ignore[attr-defined]
         assert limiter.state.value in ("backing_off", "ok") and limiter._consecutive_429 >= 1
         await sim.faults(force_status=None)
     assert [len(await sim.bybit_orders(c)) for c in coids] == [1, 1, 0]
     assert len(await sim.bybit_orders(ok)) == 1
     assert await sim.bybit_orders(client_order_id(s429.signal_id)) == []
-    moves = [r["reason"] for r in await db.fetch(
-        "SELECT reason FROM audit_log WHERE action='breaker' AND entity_id=$1 ORDER BY id", key)]
+    moves = [
+        r["reason"]
+        for r in await db.fetch(
+            "SELECT reason FROM audit_log WHERE action='breaker' AND entity_id=$1 ORDER BY id", key
+        )
+    ]
     assert len(moves) >= 3  # open, half-open, closed
 
 
 async def test_out_of_order_and_repeated_fill_reports(
-        bus: Bus, make_settings, run_executor, db: asyncpg.Connection) -> None:
+    bus: Bus, make_settings, run_executor, db: asyncpg.Connection
+) -> None:
     bus.book("XYZUSDT", [(99.0, 100.0)], [(101.0, 100.0)])
     settings = make_settings("paper", None, paper_latency_ms=60_000)  # the model never fills
     async with run_executor(settings) as svc:
@@ -127,17 +150,28 @@ async def test_out_of_order_and_repeated_fill_reports(
         third = qty / 3
 
         def rep(cum: float, tid: str, state: OrderState) -> OrderReport:
-            return OrderReport(coid, "XYZUSDT", state, "v1", "buy", qty, cum, cum * 101.0,
-                               trade_id=tid, last_qty=third, last_price=101.0, last_fee=0.01,
-                               source="stream")
+            return OrderReport(
+                coid,
+                "XYZUSDT",
+                state,
+                "v1",
+                "buy",
+                qty,
+                cum,
+                cum * 101.0,
+                trade_id=tid,
+                last_qty=third,
+                last_price=101.0,
+                last_fee=0.01,
+                source="stream",
+            )
 
         second = rep(2 * third, "t2", OrderState.PARTIALLY_FILLED)
         first = rep(third, "t1", OrderState.PARTIALLY_FILLED)
         last = rep(qty, "t3", OrderState.FILLED)
         for r in (second, first, second, last, first, last):  # reordered and repeated
             await svc.apply(r)
-    fills = await db.fetch("SELECT qty, venue_trade_id FROM fills WHERE client_order_id=$1",
-                           coid)
+    fills = await db.fetch("SELECT qty, venue_trade_id FROM fills WHERE client_order_id=$1", coid)
     assert abs(sum(f["qty"] for f in fills) - qty) < 1e-9
     assert await _state(db, coid) == "Filled"
     pos = await db.fetchval("SELECT qty FROM positions WHERE symbol='XYZUSDT'")
@@ -145,7 +179,8 @@ async def test_out_of_order_and_repeated_fill_reports(
 
 
 async def test_audit_log_refuses_update_and_delete(
-        bus: Bus, make_settings, run_executor, db: asyncpg.Connection) -> None:
+    bus: Bus, make_settings, run_executor, db: asyncpg.Connection
+) -> None:
     async with run_executor(make_settings("paper")):
         pass
     await db.execute("INSERT INTO audit_log (actor, action) VALUES ('test', 'probe')")

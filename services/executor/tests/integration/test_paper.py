@@ -11,9 +11,9 @@ from depthflow.executor.ids import client_order_id
 from .conftest import Bus, Sim
 
 
-async def test_paper_signal_becomes_one_filled_order(sim: Sim, bus: Bus, make_settings,
-                                                     run_executor, db: asyncpg.Connection
-                                                     ) -> None:
+async def test_paper_signal_becomes_one_filled_order(
+    sim: Sim, bus: Bus, make_settings, run_executor, db: asyncpg.Connection
+) -> None:
     await bus.book_from_sim(sim, "BTCUSDT")
     settings = make_settings("paper", sim)
     async with run_executor(settings) as svc:
@@ -30,12 +30,13 @@ async def test_paper_signal_becomes_one_filled_order(sim: Sim, bus: Bus, make_se
         bus.signal(side="buy", signal_id=sig.signal_id)  # a replay
         await eventually_async(
             lambda: _count(svc.metrics.signals.labels("duplicate")._value.get() >= 1),
-            timeout=15, what="replay seen")
+            timeout=15,
+            what="replay seen",
+        )
     assert order["qty"] > 0 and abs(order["filled_qty"] - order["qty"]) < 1e-9
     assert order["signal_id"] == sig.signal_id and order["trace_id"] == sig.trace_id
     assert await db.fetchval("SELECT count(*) FROM orders") == 1
-    assert await db.fetchval("SELECT count(*) FROM signals WHERE signal_id=$1",
-                             hold.signal_id) == 0
+    assert await db.fetchval("SELECT count(*) FROM signals WHERE signal_id=$1", hold.signal_id) == 0
     fills = await db.fetch("SELECT * FROM fills WHERE client_order_id=$1", coid)
     assert fills and abs(sum(f["qty"] for f in fills) - order["qty"]) < 1e-9
     assert all(f["fee"] > 0 and f["liquidity"] == "taker" for f in fills)

@@ -49,11 +49,31 @@ log = logging.getLogger(__name__)
 
 SERVICE = "features"
 STATE_TABLE = "symbol_state"
-VECTOR_COLUMNS = ("exchange", "symbol", "feature_set", "book_seq", "exchange_ts_us",
-                  "local_ts_us", "computed_ts_us", "values", "normalized", "valid",
-                  "scaler_version")
-CANDLE_COLUMNS = ("exchange", "symbol", "start_us", "open", "high", "low", "close", "volume",
-                  "trades", "from_mid")
+VECTOR_COLUMNS = (
+    "exchange",
+    "symbol",
+    "feature_set",
+    "book_seq",
+    "exchange_ts_us",
+    "local_ts_us",
+    "computed_ts_us",
+    "values",
+    "normalized",
+    "valid",
+    "scaler_version",
+)
+CANDLE_COLUMNS = (
+    "exchange",
+    "symbol",
+    "start_us",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "trades",
+    "from_mid",
+)
 CANDLE_US = 60_000_000
 
 
@@ -79,8 +99,15 @@ class FeaturesProcessor:
     """The I/O around ``SymbolPipeline``: decoding, the table, COPY sinks, publishing,
     metrics, heartbeats and the active scaler. One per worker process."""
 
-    def __init__(self, app: Any, table: Any, settings: FeaturesSettings,
-                 kafka: KafkaSettings, pg: PostgresSettings, http: HttpSettings) -> None:
+    def __init__(
+        self,
+        app: Any,
+        table: Any,
+        settings: FeaturesSettings,
+        kafka: KafkaSettings,
+        pg: PostgresSettings,
+        http: HttpSettings,
+    ) -> None:
         self.app = app
         self.table = table
         self.settings = settings
@@ -109,8 +136,10 @@ class FeaturesProcessor:
         self.m_dead = m.counter("dead_lettered", "messages sent to dlq.features")
         self.m_skipped = m.counter("skipped", "replayed events skipped (offset or seq not newer)")
         self.m_latency = m.histogram(
-            "update_latency_seconds", "feature computation time per book update",
-            buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2))
+            "update_latency_seconds",
+            "feature computation time per book update",
+            buckets=(5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2),
+        )
         self.m_batch = m.histogram("batch_seconds", "time per processing batch incl. storage")
         self.m_rate = m.gauge("vectors_per_second", "vectors/s since the previous heartbeat")
         self.m_state = m.gauge("state_bytes", "serialised per-symbol state held, bytes")
@@ -126,23 +155,36 @@ class FeaturesProcessor:
             s = self.settings
             self._pool = await create_pool(self.pg)
             self._vectors = CopyWriter(
-                self._pool, "vectors", VECTOR_COLUMNS, schema=s.db_schema,
+                self._pool,
+                "vectors",
+                VECTOR_COLUMNS,
+                schema=s.db_schema,
                 conflict_columns=("exchange", "symbol", "feature_set", "book_seq"),
-                batch_size=5000)
+                batch_size=5000,
+            )
             self._candles = CopyWriter(
-                self._pool, "candles", CANDLE_COLUMNS, schema=s.db_schema,
-                conflict_columns=("exchange", "symbol", "start_us"), batch_size=5000)
+                self._pool,
+                "candles",
+                CANDLE_COLUMNS,
+                schema=s.db_schema,
+                conflict_columns=("exchange", "symbol", "start_us"),
+                batch_size=5000,
+            )
             await self.poll_scaler()
-            self._health = HealthServer(self.metrics, self.http.host, self.http.port,
-                                        lambda: self.started)
+            self._health = HealthServer(
+                self.metrics, self.http.host, self.http.port, lambda: self.started
+            )
             await self._health.start()
-            self._heartbeat = HeartbeatPublisher(self._send_status, SERVICE, self._status,
-                                                 s.heartbeat_interval_s, s.topic_status)
+            self._heartbeat = HeartbeatPublisher(
+                self._send_status, SERVICE, self._status, s.heartbeat_interval_s, s.topic_status
+            )
             await self._heartbeat.start()
             self.metrics.up.set(1)
             self.started = True
-            log.info("features worker started", extra={"app_id": s.app_id,
-                                                       "health_port": self._health.port})
+            log.info(
+                "features worker started",
+                extra={"app_id": s.app_id, "health_port": self._health.port},
+            )
 
     async def stop(self) -> None:
         """Release everything ``start`` acquired (the batch path leaves nothing buffered)."""
@@ -169,9 +211,12 @@ class FeaturesProcessor:
         rate = (self.vectors_total - count) / max(now - then, 1e-9)
         self._rate_mark = (now, self.vectors_total)
         self.m_rate.set(rate)
-        detail = {"symbols": len(self._pipes), "vectors": self.vectors_total,
-                  "vectors_per_s": round(rate, 1),
-                  "scaler_version": self.scaler.version if self.scaler else ""}
+        detail = {
+            "symbols": len(self._pipes),
+            "vectors": self.vectors_total,
+            "vectors_per_s": round(rate, 1),
+            "scaler_version": self.scaler.version if self.scaler else "",
+        }
         return ("running" if self.started else "stopped"), self.started, detail
 
     def on_partitions_changed(self) -> None:
@@ -183,8 +228,10 @@ class FeaturesProcessor:
         """Re-read the active scaler (the service applies whatever is active)."""
         if self._pool is None:
             return
-        q = (f"SELECT version, mean, scale FROM {ident(self.settings.db_schema)}.scalers "  # noqa: S608 - identifier checked by ident()
-             "WHERE feature_set = $1 AND active")
+        q = (
+            f"SELECT version, mean, scale FROM {ident(self.settings.db_schema)}.scalers "  # noqa: S608 - identifier checked by ident()
+            "WHERE feature_set = $1 AND active"
+        )
         try:
             row = await self._pool.fetchrow(q, FEATURE_SET_VERSION)
         except Exception as exc:
@@ -196,8 +243,11 @@ class FeaturesProcessor:
             self.scaler = None
             return
         if self.scaler is None or self.scaler.version != row["version"]:
-            self.scaler = ActiveScaler(row["version"], np.asarray(row["mean"], np.float64),
-                                       np.asarray(row["scale"], np.float64))
+            self.scaler = ActiveScaler(
+                row["version"],
+                np.asarray(row["mean"], np.float64),
+                np.asarray(row["scale"], np.float64),
+            )
             log.info("scaler activated", extra={"version": row["version"]})
 
     # -- the batch path ------------------------------------------------------------------
@@ -207,20 +257,33 @@ class FeaturesProcessor:
         if pipe is None:
             raw = self.table.data.get(key)
             if raw:
-                pipe = SymbolPipeline.from_state(json.loads(zlib.decompress(raw)),
-                                                 self.hold_us, self.min_interval_us)
+                pipe = SymbolPipeline.from_state(
+                    json.loads(zlib.decompress(raw)), self.hold_us, self.min_interval_us
+                )
             else:
                 pipe = SymbolPipeline(exchange, symbol, self.hold_us, self.min_interval_us)
             self._pipes[key] = pipe
         return pipe
 
-    def _letter(self, source_topic: str, partition: int, offset: int, key: bytes | None,
-                raw: bytes | None, reason: str) -> tuple[bytes, bytes]:
+    def _letter(
+        self,
+        source_topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        raw: bytes | None,
+        reason: str,
+    ) -> tuple[bytes, bytes]:
         letter = DeadLetter(
-            service=SERVICE, source_topic=source_topic, partition=partition, offset=offset,
+            service=SERVICE,
+            source_topic=source_topic,
+            partition=partition,
+            offset=offset,
             key=key.decode(errors="replace") if key else None,
             value=raw.decode("latin-1") if raw is not None else None,
-            error=reason[:2000], ts_us=time.time_ns() // 1000)
+            error=reason[:2000],
+            ts_us=time.time_ns() // 1000,
+        )
         return source_topic.encode(), self.dlq.encode(letter)
 
     def _collect(self, pipe: SymbolPipeline, partition: int, out: Outputs) -> None:
@@ -244,24 +307,62 @@ class FeaturesProcessor:
             vals = values.tolist()
             norm = normalized.tolist()
             valid = v.valid.tolist()
-            out.vector_rows.append((ex, sym, FEATURE_SET_VERSION, v.book_seq, v.exchange_ts_us,
-                                    v.local_ts_us, now_us, vals, norm, valid, version))
-            msg = {"schema_version": 1, "exchange": ex, "symbol": sym,
-                   "feature_set": FEATURE_SET_VERSION, "values": vals, "normalized": norm,
-                   "valid": valid, "scaler_version": version, "book_seq": v.book_seq,
-                   "exchange_ts_us": v.exchange_ts_us, "local_ts_us": v.local_ts_us,
-                   "trace_id": v.trace_id}
+            out.vector_rows.append(
+                (
+                    ex,
+                    sym,
+                    FEATURE_SET_VERSION,
+                    v.book_seq,
+                    v.exchange_ts_us,
+                    v.local_ts_us,
+                    now_us,
+                    vals,
+                    norm,
+                    valid,
+                    version,
+                )
+            )
+            msg = {
+                "schema_version": 1,
+                "exchange": ex,
+                "symbol": sym,
+                "feature_set": FEATURE_SET_VERSION,
+                "values": vals,
+                "normalized": norm,
+                "valid": valid,
+                "scaler_version": version,
+                "book_seq": v.book_seq,
+                "exchange_ts_us": v.exchange_ts_us,
+                "local_ts_us": v.local_ts_us,
+                "trace_id": v.trace_id,
+            }
             headers = [("trace-id", v.trace_id.encode())] if v.trace_id else []
             out.messages.append((key, dumps(msg), headers))
         for c in candles:
-            out.candle_rows.append((ex, sym, c.minute * CANDLE_US, c.open, c.high, c.low,
-                                    c.close, c.volume, c.trades, c.trades == 0))
+            out.candle_rows.append(
+                (
+                    ex,
+                    sym,
+                    c.minute * CANDLE_US,
+                    c.open,
+                    c.high,
+                    c.low,
+                    c.close,
+                    c.volume,
+                    c.trades,
+                    c.trades == 0,
+                )
+            )
         for r in rejected:
-            out.letters.append(self._letter(self.settings.topic_book, partition, r.offset, key,
-                                            dumps(r.book), r.reason))
+            out.letters.append(
+                self._letter(
+                    self.settings.topic_book, partition, r.offset, key, dumps(r.book), r.reason
+                )
+            )
         for reason in trade_rejects:
-            out.letters.append(self._letter(self.settings.topic_trades, partition, -1, key,
-                                            None, reason))
+            out.letters.append(
+                self._letter(self.settings.topic_trades, partition, -1, key, None, reason)
+            )
         self.vectors_total += len(vectors)
         self.m_vectors.inc(len(vectors))
 
@@ -285,21 +386,34 @@ class FeaturesProcessor:
                     key = f"{book.exchange}:{book.symbol}".encode()
                     pipe = self._pipeline(key, book.exchange, book.symbol)
                     trace = trace_from_headers(_headers_list(msg.headers)) or book.trace_id
-                    if not pipe.add_book(msg.offset, book.seq, book.exchange_ts_us,
-                                         book.local_ts_us, book.bids, book.asks, trace):
+                    if not pipe.add_book(
+                        msg.offset,
+                        book.seq,
+                        book.exchange_ts_us,
+                        book.local_ts_us,
+                        book.bids,
+                        book.asks,
+                        trace,
+                    ):
                         skipped += 1
                     n_book += 1
                 else:
                     trade = TRADES.decode(raw)
                     key = f"{trade.exchange}:{trade.symbol}".encode()
                     pipe = self._pipeline(key, trade.exchange, trade.symbol)
-                    if not pipe.add_trade(msg.offset, trade.price, trade.qty,
-                                          trade.side == "buy", trade.exchange_ts_us):
+                    if not pipe.add_trade(
+                        msg.offset,
+                        trade.price,
+                        trade.qty,
+                        trade.side == "buy",
+                        trade.exchange_ts_us,
+                    ):
                         skipped += 1
                     n_trade += 1
             except DecodeError as exc:
-                out.letters.append(self._letter(topic, msg.partition, msg.offset, msg.key, raw,
-                                                str(exc)))
+                out.letters.append(
+                    self._letter(topic, msg.partition, msg.offset, msg.key, raw, str(exc))
+                )
                 continue
             touched[key] = (pipe, msg.partition)
         for pipe, partition in touched.values():
@@ -321,8 +435,7 @@ class FeaturesProcessor:
             await send(s.topic_dlq, key, value, None, None, None)
         for key, (pipe, partition) in touched.items():
             # zlib: pending books (while one topic runs ahead) make the JSON large
-            state = zlib.compress(
-                json.dumps(pipe.to_state(), separators=(",", ":")).encode(), 1)
+            state = zlib.compress(json.dumps(pipe.to_state(), separators=(",", ":")).encode(), 1)
             self.table.data[key] = state
             self.table.send_changelog(partition, key, state)
             self._state_bytes[key] = len(state)
@@ -340,8 +453,9 @@ class FeaturesProcessor:
         return len(out.messages)
 
 
-def build_app(settings: FeaturesSettings, kafka: KafkaSettings, pg: PostgresSettings,
-              http: HttpSettings) -> tuple[Any, FeaturesProcessor]:
+def build_app(
+    settings: FeaturesSettings, kafka: KafkaSettings, pg: PostgresSettings, http: HttpSettings
+) -> tuple[Any, FeaturesProcessor]:
     """A configured faust app and its processor; nothing connects until a worker starts."""
     import faust
 
@@ -351,7 +465,8 @@ def build_app(settings: FeaturesSettings, kafka: KafkaSettings, pg: PostgresSett
             username=kafka.sasl_username or "",
             password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else "",
             mechanism=kafka.sasl_mechanism,
-            ssl_context=kafka.aiokafka_config().get("ssl_context"))
+            ssl_context=kafka.aiokafka_config().get("ssl_context"),
+        )
     elif kafka.security_protocol == "SSL":
         conf["broker_credentials"] = kafka.aiokafka_config()["ssl_context"]
     app = faust.App(
@@ -370,10 +485,12 @@ def build_app(settings: FeaturesSettings, kafka: KafkaSettings, pg: PostgresSett
         stream_wait_empty=False,
         **conf,
     )
-    source = app.topic(settings.topic_book, settings.topic_trades,
-                       key_serializer="raw", value_serializer="raw")
-    table = app.Table(STATE_TABLE, default=None, partitions=settings.partitions,
-                      key_type=bytes, value_type=bytes)
+    source = app.topic(
+        settings.topic_book, settings.topic_trades, key_serializer="raw", value_serializer="raw"
+    )
+    table = app.Table(
+        STATE_TABLE, default=None, partitions=settings.partitions, key_type=bytes, value_type=bytes
+    )
     processor = FeaturesProcessor(app, table, settings, kafka, pg, http)
 
     async def features(stream: Any) -> None:
@@ -412,21 +529,24 @@ def prepare(settings: FeaturesSettings, kafka: KafkaSettings, pg: PostgresSettin
     from depthflow.common.schemas import FEATURES, STATUS
 
     migrate(pg.dsn.get_secret_value(), settings.db_schema, load_migrations("depthflow.features"))
-    create_topics(kafka, [settings.topic_book, settings.topic_trades],
-                  partitions=settings.partitions)
+    create_topics(
+        kafka, [settings.topic_book, settings.topic_trades], partitions=settings.partitions
+    )
     feat = FEATURES if settings.topic_features == FEATURES.name else settings.topic_features
     create_topics(kafka, [feat, settings.topic_dlq], partitions=settings.partitions)
     status = STATUS if settings.topic_status == STATUS.name else settings.topic_status
     create_topics(kafka, [status], partitions=1)
 
 
-def run_worker(settings: FeaturesSettings, kafka: KafkaSettings, pg: PostgresSettings,
-               http: HttpSettings) -> None:
+def run_worker(
+    settings: FeaturesSettings, kafka: KafkaSettings, pg: PostgresSettings, http: HttpSettings
+) -> None:
     """Prepare, then run a faust worker in this process until SIGTERM/SIGINT."""
     import faust
 
     prepare(settings, kafka, pg)
     app, _processor = build_app(settings, kafka, pg, http)
-    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False,
-                          override_logging=False)
+    worker = faust.Worker(
+        app, loglevel=settings.log_level, redirect_stdouts=False, override_logging=False
+    )
     worker.execute_from_commandline()

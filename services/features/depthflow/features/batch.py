@@ -92,8 +92,10 @@ class TradeArrays:
 
 def _validate(b: BookArrays, t: TradeArrays) -> None:
     cols = np.arange(MAX_LEVELS)
-    for name, p, q, n, sign in (("bid", b.bid_p, b.bid_q, b.n_bid, -1.0),
-                                ("ask", b.ask_p, b.ask_q, b.n_ask, 1.0)):
+    for name, p, q, n, sign in (
+        ("bid", b.bid_p, b.bid_q, b.n_bid, -1.0),
+        ("ask", b.ask_p, b.ask_q, b.n_ask, 1.0),
+    ):
         m = cols[None, :] < n[:, None]
         good = np.isfinite(p) & np.isfinite(q) & (p > 0) & (q > 0)
         if np.any(m & ~good):
@@ -160,8 +162,9 @@ def _div(a: np.ndarray, b: np.ndarray, where: np.ndarray, default: float = 0.0) 
     return out
 
 
-def _clusters(p: np.ndarray, q: np.ndarray, mask: np.ndarray, mean: np.ndarray,
-              large: np.ndarray) -> tuple[np.ndarray, ...]:
+def _clusters(
+    p: np.ndarray, q: np.ndarray, mask: np.ndarray, mean: np.ndarray, large: np.ndarray
+) -> tuple[np.ndarray, ...]:
     n = p.shape[0]
     big = np.zeros(n, F)
     for j in range(MAX_LEVELS):
@@ -191,8 +194,9 @@ def _clusters(p: np.ndarray, q: np.ndarray, mask: np.ndarray, mean: np.ndarray,
     return count, price, vol, big
 
 
-def _level_diff(ts: np.ndarray, p: np.ndarray, q: np.ndarray, mask: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _level_diff(
+    ts: np.ndarray, p: np.ndarray, q: np.ndarray, mask: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per row: level changes, quantity churn; per present entry (row-major): age in µs."""
     n = p.shape[0]
     r, c = np.nonzero(mask)
@@ -215,7 +219,8 @@ def _level_diff(ts: np.ndarray, p: np.ndarray, q: np.ndarray, mask: np.ndarray
     rem_rows = rs[removed] + 1
     changes = np.bincount(rs, weights=changed, minlength=n) + np.bincount(rem_rows, minlength=n)
     churn_row = np.bincount(rs, weights=churn, minlength=n) + np.bincount(
-        rem_rows, weights=qs[removed], minlength=n)
+        rem_rows, weights=qs[removed], minlength=n
+    )
     idx = np.arange(len(rs))
     first = np.maximum.accumulate(np.where(cont, 0, idx)) if len(rs) else idx
     age_sorted = ts[rs] - ts[rs[first]]
@@ -276,8 +281,12 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     ofi_ok = np.zeros(n, bool)
     ofi_ok[1:] = both[1:] & both[:-1]
     pb1, pqb1, pa1, pqa1 = (np.roll(x, 1) for x in (b1, qb1, a1, qa1))
-    e = (np.where(b1 >= pb1, qb1, 0.0) - np.where(b1 <= pb1, pqb1, 0.0)
-         - np.where(a1 <= pa1, qa1, 0.0) + np.where(a1 >= pa1, pqa1, 0.0))
+    e = (
+        np.where(b1 >= pb1, qb1, 0.0)
+        - np.where(b1 <= pb1, pqb1, 0.0)
+        - np.where(a1 <= pa1, qa1, 0.0)
+        + np.where(a1 >= pa1, pqa1, 0.0)
+    )
     put(np.where(ofi_ok, e, 0.0), ofi_ok)
     # level diffs and the book window
     ch_b, churn_b, age_b = _level_diff(ts, books.bid_p, books.bid_q, mb)
@@ -306,10 +315,12 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     n_all = nb + na
     mean_all = _div(tb + ta, n_all.astype(F), n_all > 0)
     large = 2.0 * mean_all
-    nbc, bcp, bcv, big_b = _clusters(books.bid_p, books.bid_q, mb, _div(tb, nb.astype(F), hb),
-                                     large)
-    nac, acp, acv, big_a = _clusters(books.ask_p, books.ask_q, ma, _div(ta, na.astype(F), ha),
-                                     large)
+    nbc, bcp, bcv, big_b = _clusters(
+        books.bid_p, books.bid_q, mb, _div(tb, nb.astype(F), hb), large
+    )
+    nac, acp, acv, big_a = _clusters(
+        books.ask_p, books.ask_q, ma, _div(ta, na.astype(F), ha), large
+    )
     smi_ok = both & (big_b + big_a > 0)
     put(_div(big_b - big_a, big_b + big_a, smi_ok), both)
     put(bcp, hb)
@@ -339,8 +350,9 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     in_range = assign < n
     signed = np.where(trades.is_buy, trades.qty, -trades.qty)
     sv = np.bincount(assign[in_range], weights=signed[in_range], minlength=n)
-    notional = np.bincount(assign[in_range], weights=(trades.price * trades.qty)[in_range],
-                           minlength=n)
+    notional = np.bincount(
+        assign[in_range], weights=(trades.price * trades.qty)[in_range], minlength=n
+    )
     obs = np.zeros(n, bool)
     obs[1:] = both[1:] & both[:-1]
     oi = np.nonzero(obs)[0]
@@ -369,8 +381,7 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
         rl_ok = n_obs >= EW_MIN_OBS
         j = np.maximum(n_obs - 1, 0)
         cov = eab[j] - ea[j] * eb[j]
-        put(np.where(rl_ok & (cov < 0), 2.0 * np.sqrt(np.where(cov < 0, -cov, 0.0)), 0.0),
-            rl_ok)
+        put(np.where(rl_ok & (cov < 0), 2.0 * np.sqrt(np.where(cov < 0, -cov, 0.0)), 0.0), rl_ok)
     else:
         put(np.zeros(n, F), np.zeros(n, bool))
     put(np.where(both, np.log(_div(db10, da10, both, 1.0)), 0.0), both)
@@ -426,8 +437,9 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     return out, ok
 
 
-def _candle_tables(ts: np.ndarray, mid: np.ndarray, both: np.ndarray, t: TradeArrays
-                   ) -> tuple[np.ndarray, np.ndarray, int | None]:
+def _candle_tables(
+    ts: np.ndarray, mid: np.ndarray, both: np.ndarray, t: TradeArrays
+) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Rows i = the candle and indicator channels after i closed candles (row 0: none)."""
     bm = ts // CANDLE_US
     tm = t.ts // CANDLE_US
@@ -495,8 +507,16 @@ def _candle_tables(ts: np.ndarray, mid: np.ndarray, both: np.ndarray, t: TradeAr
     cf = CandleFeatures()
     ind = IndicatorState()
     for i in range(kc):
-        cd = Candle(m0 + i, float(o[i]), float(h[i]), float(lo[i]), float(c[i]),
-                    float(vol[i]), float(notional[i]), int(cnt[i]))
+        cd = Candle(
+            m0 + i,
+            float(o[i]),
+            float(h[i]),
+            float(lo[i]),
+            float(c[i]),
+            float(vol[i]),
+            float(notional[i]),
+            int(cnt[i]),
+        )
         cf.on_candle(cd)
         ind.on_candle(cd)
         rows_v[i + 1] = cf.values + ind.values

@@ -124,9 +124,15 @@ class CandleBuilder:
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON-able state."""
-        return {"minute": self.minute, "t": list(self.t), "n": self.n, "m": list(self.m),
-                "has_mid": self.has_mid, "last_close": self.last_close,
-                "late_events": self.late_events}
+        return {
+            "minute": self.minute,
+            "t": list(self.t),
+            "n": self.n,
+            "m": list(self.m),
+            "has_mid": self.has_mid,
+            "last_close": self.last_close,
+            "late_events": self.late_events,
+        }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> CandleBuilder:
@@ -144,8 +150,16 @@ class CandleBuilder:
 
 def candle_from_list(x: list[Any]) -> Candle:
     """A candle from its serialised list form."""
-    return Candle(int(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]), float(x[5]),
-                  float(x[6]), int(x[7]))
+    return Candle(
+        int(x[0]),
+        float(x[1]),
+        float(x[2]),
+        float(x[3]),
+        float(x[4]),
+        float(x[5]),
+        float(x[6]),
+        int(x[7]),
+    )
 
 
 class CandleFeatures:
@@ -240,8 +254,11 @@ class CandleFeatures:
             eng = 0.0
             pd = prev.close - prev.open
             cd = cl - o
-            if (pd > 0.0 > cd or pd < 0.0 < cd) and min(o, cl) <= min(prev.open, prev.close) \
-                    and max(o, cl) >= max(prev.open, prev.close):
+            if (
+                (pd > 0.0 > cd or pd < 0.0 < cd)
+                and min(o, cl) <= min(prev.open, prev.close)
+                and max(o, cl) >= max(prev.open, prev.close)
+            ):
                 eng = math.copysign(1.0 - abs(pd) / body, cd)
             v += (eng, (o - prev.close) / prev.close * 1e4)
             ok += (True, True)
@@ -253,8 +270,12 @@ class CandleFeatures:
 
     def to_state(self) -> dict[str, Any]:
         """Plain JSON-able state."""
-        return {"window": [list(c) for c in self.window], "count": self.count,
-                "values": list(self.values), "valid": list(self.valid)}
+        return {
+            "window": [list(c) for c in self.window],
+            "count": self.count,
+            "values": list(self.values),
+            "valid": list(self.valid),
+        }
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> CandleFeatures:

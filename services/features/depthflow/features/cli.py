@@ -26,8 +26,12 @@ def features(ctx: typer.Context) -> None:
     from depthflow.features.app import run_worker
     from depthflow.features.config import FeaturesSettings
 
-    run_worker(load_settings(FeaturesSettings), load_settings(KafkaSettings),
-               load_settings(PostgresSettings), load_settings(HttpSettings))
+    run_worker(
+        load_settings(FeaturesSettings),
+        load_settings(KafkaSettings),
+        load_settings(PostgresSettings),
+        load_settings(HttpSettings),
+    )
 
 
 @app.command("describe")
@@ -61,8 +65,9 @@ def fit_scaler_command(
     since: str = typer.Option(..., help="start (exchange time): ISO-8601 or µs since epoch"),
     until: str = typer.Option(..., help="end, exclusive: ISO-8601 or µs since epoch"),
     symbols: str | None = typer.Option(None, help="comma-separated symbols (default: all)"),
-    activate: bool = typer.Option(True, "--activate/--no-activate",
-                                  help="make it the active scaler"),
+    activate: bool = typer.Option(
+        True, "--activate/--no-activate", help="make it the active scaler"
+    ),
 ) -> None:
     """Fit a StandardScaler on stored vectors, store it versioned and activate it."""
     from depthflow.common.migrations import load_migrations, migrate
@@ -75,8 +80,9 @@ def fit_scaler_command(
     migrate(dsn, settings.db_schema, load_migrations("depthflow.features"))
     wanted = tuple(s.strip() for s in (symbols or "").split(",") if s.strip())
     try:
-        version, rows = fit_scaler(dsn, settings.db_schema, _time_us(since), _time_us(until),
-                                   wanted, activate=activate)
+        version, rows = fit_scaler(
+            dsn, settings.db_schema, _time_us(since), _time_us(until), wanted, activate=activate
+        )
     except ValueError as exc:
         typer.echo(f"fit-scaler: {exc}", err=True)
         raise typer.Exit(1) from None

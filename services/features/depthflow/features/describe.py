@@ -13,8 +13,10 @@ def describe_names() -> str:
 def describe_line(i: int) -> str:
     """One feature as a single line: index, name, formula, unit, window, default."""
     s = SPECS[i]
-    return (f"{s.index:3d} {s.name} [{s.channel}/{s.group}]: {s.formula}; unit {s.unit}; "
-            f"window {s.window}; default {s.default:g}")
+    return (
+        f"{s.index:3d} {s.name} [{s.channel}/{s.group}]: {s.formula}; unit {s.unit}; "
+        f"window {s.window}; default {s.default:g}"
+    )
 
 
 def describe() -> str:

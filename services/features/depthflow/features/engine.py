@@ -83,8 +83,7 @@ class FeatureState:
         vals: list[float] = []
         ok: list[bool] = []
         self.orderbook.on_book(bids, asks, exchange_ts_us, vals, ok)
-        self.candles.on_book(vals[2] if ok[2] else None, exchange_ts_us // CANDLE_US,
-                             self._closed)
+        self.candles.on_book(vals[2] if ok[2] else None, exchange_ts_us // CANDLE_US, self._closed)
         self._take_candles()
         self.last_seq = seq
         self.last_exchange_ts_us = exchange_ts_us
@@ -118,10 +117,14 @@ class FeatureState:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> FeatureState:
         """Rebuild a ``FeatureState`` from ``to_state`` output (also after a JSON trip)."""
-        if state.get("state_version") != STATE_VERSION or \
-                state.get("feature_set") != FEATURE_SET_VERSION:
-            raise ValueError(f"unsupported feature state {state.get('state_version')!r}/"
-                             f"{state.get('feature_set')!r}")
+        if (
+            state.get("state_version") != STATE_VERSION
+            or state.get("feature_set") != FEATURE_SET_VERSION
+        ):
+            raise ValueError(
+                f"unsupported feature state {state.get('state_version')!r}/"
+                f"{state.get('feature_set')!r}"
+            )
         f = cls()
         f.orderbook = OrderBookFeatures.from_state(state["orderbook"])
         f.candles = CandleBuilder.from_state(state["candles"])

@@ -17,8 +17,21 @@ from depthflow.features.names import MIN_CANDLES_INDICATORS, N_INDICATOR, channe
 
 _EMA_PERIODS = (10, 20, 50, 12, 26)
 _SCALARS = (
-    "count", "macd_signal", "ntr", "atr", "s_tr", "s_pdm", "s_mdm", "seed_tr",
-    "ndx", "seed_dx", "adx", "obv", "ad", "vpt", "nvi",
+    "count",
+    "macd_signal",
+    "ntr",
+    "atr",
+    "s_tr",
+    "s_pdm",
+    "s_mdm",
+    "seed_tr",
+    "ndx",
+    "seed_dx",
+    "adx",
+    "obv",
+    "ad",
+    "vpt",
+    "nvi",
 )
 
 
@@ -182,8 +195,20 @@ class IndicatorState:
         e10, e20, e50 = ema[10], ema[20], ema[50]
         assert e10 is not None and e20 is not None and e50 is not None
         assert macd is not None and self.macd_signal is not None
-        v += (sma10, sma20, sma50, e10, e20, e50, macd, self.macd_signal,
-              macd - self.macd_signal, self.adx, pdi, mdi)
+        v += (
+            sma10,
+            sma20,
+            sma50,
+            e10,
+            e20,
+            e50,
+            macd,
+            self.macd_signal,
+            macd - self.macd_signal,
+            self.adx,
+            pdi,
+            mdi,
+        )
         for n in (14, 28):
             ag, al, _ = self.rsi[n]
             if al > 0.0:

@@ -46,8 +46,9 @@ def _scan(levels: Sequence[Level], descending: bool, side: str) -> tuple[float, 
         if not (0.0 < p < _INF and 0.0 < q < _INF):
             raise InvalidInputError(f"{side} level {i}: price {p!r} qty {q!r} not finite > 0")
         if i and (p >= last if descending else p <= last):
-            raise InvalidInputError(f"{side} prices not strictly {'de' if descending else 'in'}"
-                                    f"creasing at level {i}")
+            raise InvalidInputError(
+                f"{side} prices not strictly {'de' if descending else 'in'}creasing at level {i}"
+            )
         last = p
         dt += q
         if i < 10:
@@ -197,8 +198,12 @@ class OrderBookFeatures:
     # -- books -------------------------------------------------------------------------------
 
     def on_book(
-        self, bids: Sequence[Level], asks: Sequence[Level], ts_us: int,
-        values: list[float], valid: list[bool],
+        self,
+        bids: Sequence[Level],
+        asks: Sequence[Level],
+        ts_us: int,
+        values: list[float],
+        valid: list[bool],
     ) -> None:
         """Apply one book update; append its 50 values and validity flags to the lists."""
         sb = _scan(bids, True, "bid")
@@ -472,8 +477,7 @@ class OrderBookFeatures:
         ok.append(s is not None)
         # update_frequency, quote_intensity, trade_arrival_rate
         if warm:
-            v += (len(bw) / RATE_SECONDS, self.book_changes / RATE_SECONDS,
-                  len(tw) / RATE_SECONDS)
+            v += (len(bw) / RATE_SECONDS, self.book_changes / RATE_SECONDS, len(tw) / RATE_SECONDS)
             ok += (True, True, True)
         else:
             v += (0.0, 0.0, 0.0)
@@ -523,7 +527,10 @@ class OrderBookFeatures:
         o.last_book_ts = s["last_book_ts"]
         o.books = deque((int(t), int(c), float(b), float(a)) for t, c, b, a in s["books"])
         o.book_changes, o.book_churn_b, o.book_churn_a = (
-            int(s["book_sums"][0]), float(s["book_sums"][1]), float(s["book_sums"][2]))
+            int(s["book_sums"][0]),
+            float(s["book_sums"][1]),
+            float(s["book_sums"][2]),
+        )
         o.trades = deque((int(t), float(q), bool(b)) for t, q, b in s["trades"])
         o.trade_buy_q, o.trade_all_q = (float(x) for x in s["trade_sums"])
         o.last_trade_ts = s["last_trade_ts"]

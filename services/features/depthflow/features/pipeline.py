@@ -45,8 +45,7 @@ class PendingBook:
     trace_id: str
 
     def to_list(self) -> list[Any]:
-        return [self.offset, self.seq, self.ts, self.local_ts, self.bids, self.asks,
-                self.trace_id]
+        return [self.offset, self.seq, self.ts, self.local_ts, self.bids, self.asks, self.trace_id]
 
 
 @dataclass(slots=True)
@@ -76,8 +75,9 @@ class Rejected:
 class SymbolPipeline:
     """Merge, dedup and compute for one symbol."""
 
-    def __init__(self, exchange: str, symbol: str, hold_us: int = 200_000,
-                 min_interval_us: int = 0) -> None:
+    def __init__(
+        self, exchange: str, symbol: str, hold_us: int = 200_000, min_interval_us: int = 0
+    ) -> None:
         self.exchange = exchange
         self.symbol = symbol
         self.hold_us = hold_us
@@ -95,8 +95,16 @@ class SymbolPipeline:
 
     # -- input ---------------------------------------------------------------------------
 
-    def add_book(self, offset: int, seq: int, ts: int, local_ts: int, bids: list[Any],
-                 asks: list[Any], trace_id: str) -> bool:
+    def add_book(
+        self,
+        offset: int,
+        seq: int,
+        ts: int,
+        local_ts: int,
+        bids: list[Any],
+        asks: list[Any],
+        trace_id: str,
+    ) -> bool:
         """Queue a book; False when it was seen before (offset or seq not newer)."""
         if offset <= self.book_offset:
             return False
@@ -133,8 +141,13 @@ class SymbolPipeline:
             except InvalidInputError as exc:
                 rejects.append(f"trade at {t}: {exc}")
 
-    def release(self, vectors: list[Vector], candles: list[Candle], rejected: list[Rejected],
-                trade_rejects: list[str]) -> None:
+    def release(
+        self,
+        vectors: list[Vector],
+        candles: list[Candle],
+        rejected: list[Rejected],
+        trade_rejects: list[str],
+    ) -> None:
         """Process every queued event whose turn has come, appending the results."""
         engine = self.engine
         engine.candle_sink = candles
@@ -143,9 +156,12 @@ class SymbolPipeline:
             while books:
                 b = books[0]
                 tw = self.trade_wm
-                ready = (self.hold_us == 0 or (tw is not None and tw > b.ts)
-                         or (self.book_wm is not None and self.book_wm - b.ts >= self.hold_us)
-                         or len(books) > MAX_PENDING_BOOKS)
+                ready = (
+                    self.hold_us == 0
+                    or (tw is not None and tw > b.ts)
+                    or (self.book_wm is not None and self.book_wm - b.ts >= self.hold_us)
+                    or len(books) > MAX_PENDING_BOOKS
+                )
                 if not ready:
                     break
                 books.popleft()
@@ -157,16 +173,24 @@ class SymbolPipeline:
                 try:
                     values, valid = engine.on_book(b.bids, b.asks, b.ts, b.local_ts, b.seq)
                 except InvalidInputError as exc:
-                    rejected.append(Rejected(b.offset, b.seq, str(exc), {
-                        "seq": b.seq, "exchange_ts_us": b.ts, "bids": b.bids, "asks": b.asks}))
+                    rejected.append(
+                        Rejected(
+                            b.offset,
+                            b.seq,
+                            str(exc),
+                            {"seq": b.seq, "exchange_ts_us": b.ts, "bids": b.bids, "asks": b.asks},
+                        )
+                    )
                     continue
                 dt = time.perf_counter_ns() - t0
-                emit = (self.min_interval_us == 0 or self.last_emit_ts is None
-                        or b.ts - self.last_emit_ts >= self.min_interval_us)
+                emit = (
+                    self.min_interval_us == 0
+                    or self.last_emit_ts is None
+                    or b.ts - self.last_emit_ts >= self.min_interval_us
+                )
                 if emit:
                     self.last_emit_ts = b.ts
-                vectors.append(Vector(b.seq, b.ts, b.local_ts, values, valid, b.trace_id, dt,
-                                      emit))
+                vectors.append(Vector(b.seq, b.ts, b.local_ts, values, valid, b.trace_id, dt, emit))
             if len(self.trades) > MAX_PENDING_TRADES:
                 cut = self.trades[len(self.trades) - MAX_PENDING_TRADES - 1][3]
                 self._apply_trades_until(cut, trade_rejects)
@@ -193,8 +217,7 @@ class SymbolPipeline:
         }
 
     @classmethod
-    def from_state(cls, s: dict[str, Any], hold_us: int, min_interval_us: int
-                   ) -> SymbolPipeline:
+    def from_state(cls, s: dict[str, Any], hold_us: int, min_interval_us: int) -> SymbolPipeline:
         if s.get("v") != PIPELINE_STATE_VERSION:
             raise ValueError(f"unsupported pipeline state version {s.get('v')!r}")
         p = cls(s["exchange"], s["symbol"], hold_us, min_interval_us)

@@ -30,12 +30,16 @@ class ActiveScaler:
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def load_active(conn: psycopg.Connection, schema: str,
-                feature_set: str = FEATURE_SET_VERSION) -> ActiveScaler | None:
+def load_active(
+    conn: psycopg.Connection, schema: str, feature_set: str = FEATURE_SET_VERSION
+) -> ActiveScaler | None:
     """The active scaler of a feature set, or None."""
     row = conn.execute(
-        sql.SQL("SELECT version, mean, scale FROM {}.scalers WHERE feature_set = %s AND active")
-        .format(sql.Identifier(schema)), (feature_set,)).fetchone()
+        sql.SQL(
+            "SELECT version, mean, scale FROM {}.scalers WHERE feature_set = %s AND active"
+        ).format(sql.Identifier(schema)),
+        (feature_set,),
+    ).fetchone()
     if row is None:
         return None
     mean = np.asarray(row[1], np.float64)
@@ -45,9 +49,15 @@ def load_active(conn: psycopg.Connection, schema: str,
     return ActiveScaler(str(row[0]), mean, scale)
 
 
-def fit_scaler(dsn: str, schema: str, since_us: int, until_us: int,
-               symbols: Sequence[str] = (), feature_set: str = FEATURE_SET_VERSION,
-               activate: bool = True) -> tuple[str, int]:
+def fit_scaler(
+    dsn: str,
+    schema: str,
+    since_us: int,
+    until_us: int,
+    symbols: Sequence[str] = (),
+    feature_set: str = FEATURE_SET_VERSION,
+    activate: bool = True,
+) -> tuple[str, int]:
     """Fit a StandardScaler on the stored vectors with ``since_us <= exchange_ts_us < until_us``
     (optionally only these symbols), store it as a new version and activate it.
     Returns ``(version, rows used)``; raises ``ValueError`` when no vector matches."""
@@ -68,17 +78,33 @@ def fit_scaler(dsn: str, schema: str, since_us: int, until_us: int,
         x = np.asarray(rows, np.float64)
         scaler = StandardScaler().fit(x)
         version = time.strftime("s%Y%m%dT%H%M%S", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
-        meta = {"since_us": since_us, "until_us": until_us, "symbols": list(symbols),
-                "estimator": "sklearn.preprocessing.StandardScaler"}
+        meta = {
+            "since_us": since_us,
+            "until_us": until_us,
+            "symbols": list(symbols),
+            "estimator": "sklearn.preprocessing.StandardScaler",
+        }
         with conn.transaction():
             if activate:
-                conn.execute(sql.SQL("UPDATE {}.scalers SET active = false"
-                                     " WHERE feature_set = %s AND active")
-                             .format(sql.Identifier(schema)), (feature_set,))
+                conn.execute(
+                    sql.SQL(
+                        "UPDATE {}.scalers SET active = false WHERE feature_set = %s AND active"
+                    ).format(sql.Identifier(schema)),
+                    (feature_set,),
+                )
             conn.execute(
-                sql.SQL("INSERT INTO {}.scalers (version, feature_set, rows_used, mean, scale,"
-                        " params, active) VALUES (%s, %s, %s, %s, %s, %s, %s)")
-                .format(sql.Identifier(schema)),
-                (version, feature_set, len(rows), [float(v) for v in scaler.mean_],
-                 [float(v) for v in scaler.scale_], json.dumps(meta), activate))
+                sql.SQL(
+                    "INSERT INTO {}.scalers (version, feature_set, rows_used, mean, scale,"
+                    " params, active) VALUES (%s, %s, %s, %s, %s, %s, %s)"
+                ).format(sql.Identifier(schema)),
+                (
+                    version,
+                    feature_set,
+                    len(rows),
+                    [float(v) for v in scaler.mean_],
+                    [float(v) for v in scaler.scale_],
+                    json.dumps(meta),
+                    activate,
+                ),
+            )
     return version, len(rows)

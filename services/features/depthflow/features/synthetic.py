@@ -24,8 +24,14 @@ class Series:
     trades: TradeArrays
 
 
-def generate(n_books: int, seed: int = 7, mean_gap_us: int = 150_000, tick: float = 0.1,
-             one_sided_every: int = 0, quiet_minutes: int = 3) -> Series:
+def generate(
+    n_books: int,
+    seed: int = 7,
+    mean_gap_us: int = 150_000,
+    tick: float = 0.1,
+    one_sided_every: int = 0,
+    quiet_minutes: int = 3,
+) -> Series:
     """``n_books`` book updates (plus trades) starting at a 100,000.0 mid."""
     rng = np.random.default_rng(seed)
     qty: dict[int, float] = {}  # signed tick (+ ask, - bid, relative to 0) -> qty
@@ -57,7 +63,8 @@ def generate(n_books: int, seed: int = 7, mean_gap_us: int = 150_000, tick: floa
         fresh = np.round(rng.lognormal(0.0, 1.0, (2, 60)), 4) + 0.0001
         scale = rng.uniform(0.5, 1.5, (2, 60))
         for si, (side, start, step, out) in enumerate(
-                ((-1, best_bid, -1, bids), (1, best_ask, 1, asks))):
+            ((-1, best_bid, -1, bids), (1, best_ask, 1, asks))
+        ):
             k = start
             j = 0
             while len(out) < 20:
@@ -96,6 +103,10 @@ def generate(n_books: int, seed: int = 7, mean_gap_us: int = 150_000, tick: floa
         book_ts.append(ts)
         book_list.append((bids, asks))
     books = BookArrays.from_books(book_ts, book_list)
-    trades = TradeArrays(np.asarray(t_ts, np.int64), np.asarray(t_p, np.float64),
-                         np.asarray(t_q, np.float64), np.asarray(t_b, bool))
+    trades = TradeArrays(
+        np.asarray(t_ts, np.int64),
+        np.asarray(t_p, np.float64),
+        np.asarray(t_q, np.float64),
+        np.asarray(t_b, bool),
+    )
     return Series(events, books, trades)

@@ -42,40 +42,57 @@ class FeaturesEnv:
     def worker(self, name: str = "features", **extra: str) -> ServiceProcess:
         port = free_port()
         env = {**self.env, "HTTP_PORT": str(port), **extra}
-        return ServiceProcess(name, ["features"], env, self.log_dir,
-                              health_url=f"http://127.0.0.1:{port}/readyz")
+        return ServiceProcess(
+            name, ["features"], env, self.log_dir, health_url=f"http://127.0.0.1:{port}/readyz"
+        )
 
     def stored(self) -> list[tuple[int, list[float], list[float], list[bool], str, str]]:
         """Stored vectors: (book_seq, values, normalized, valid, scaler_version, symbol)."""
         with psycopg.connect(self.dsn) as conn:
             try:
-                return conn.execute(sql.SQL(
-                    'SELECT book_seq, "values", normalized, valid, scaler_version, symbol'
-                    " FROM {}.vectors ORDER BY symbol, book_seq").format(
-                        sql.Identifier(self.schema))).fetchall()
+                return conn.execute(
+                    sql.SQL(
+                        'SELECT book_seq, "values", normalized, valid, scaler_version, symbol'
+                        " FROM {}.vectors ORDER BY symbol, book_seq"
+                    ).format(sql.Identifier(self.schema))
+                ).fetchall()
             except psycopg.errors.UndefinedTable:
                 return []
 
     def count(self, table: str) -> int:
         with psycopg.connect(self.dsn) as conn:
             try:
-                row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                    sql.Identifier(self.schema), sql.Identifier(table))).fetchone()
+                row = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}.{}").format(
+                        sql.Identifier(self.schema), sql.Identifier(table)
+                    )
+                ).fetchone()
             except psycopg.errors.UndefinedTable:
                 return 0
         return int(row[0]) if row else 0
 
 
 @pytest.fixture
-def features_env(kafka_settings: KafkaSettings, pg_dsn: str,
-                 topic_factory: Callable[..., str], fresh_schema: str,
-                 tmp_path: Path) -> Iterator[FeaturesEnv]:
+def features_env(
+    kafka_settings: KafkaSettings,
+    pg_dsn: str,
+    topic_factory: Callable[..., str],
+    fresh_schema: str,
+    tmp_path: Path,
+) -> Iterator[FeaturesEnv]:
     app_id = f"test-features-{uuid.uuid4().hex[:10]}"
     fe = FeaturesEnv(
-        kafka=kafka_settings, dsn=pg_dsn, schema=fresh_schema, app_id=app_id,
-        book=topic_factory("book", PARTITIONS), trades=topic_factory("trades", PARTITIONS),
-        features=topic_factory("features", PARTITIONS), dlq=topic_factory("dlq", PARTITIONS),
-        status=topic_factory("status", 1), log_dir=tmp_path)
+        kafka=kafka_settings,
+        dsn=pg_dsn,
+        schema=fresh_schema,
+        app_id=app_id,
+        book=topic_factory("book", PARTITIONS),
+        trades=topic_factory("trades", PARTITIONS),
+        features=topic_factory("features", PARTITIONS),
+        dlq=topic_factory("dlq", PARTITIONS),
+        status=topic_factory("status", 1),
+        log_dir=tmp_path,
+    )
     fe.env = {
         "KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
         "POSTGRES_DSN": pg_dsn,
@@ -106,16 +123,25 @@ def features_env(kafka_settings: KafkaSettings, pg_dsn: str,
 def book_value(exchange: str, symbol: str, e: tuple) -> dict:
     _, bids, asks, ts, local_ts, seq = e
     return {
-        "schema_version": 1, "exchange": exchange, "symbol": symbol, "seq": seq,
-        "prev_seq": seq - 1, "exchange_ts_us": ts, "local_ts_us": local_ts,
-        "bid_price": bids[0][0] if bids else 0.0, "bid_qty": bids[0][1] if bids else 0.0,
-        "ask_price": asks[0][0] if asks else 0.0, "ask_qty": asks[0][1] if asks else 0.0,
-        "bids": [list(x) for x in bids], "asks": [list(x) for x in asks],
+        "schema_version": 1,
+        "exchange": exchange,
+        "symbol": symbol,
+        "seq": seq,
+        "prev_seq": seq - 1,
+        "exchange_ts_us": ts,
+        "local_ts_us": local_ts,
+        "bid_price": bids[0][0] if bids else 0.0,
+        "bid_qty": bids[0][1] if bids else 0.0,
+        "ask_price": asks[0][0] if asks else 0.0,
+        "ask_qty": asks[0][1] if asks else 0.0,
+        "bids": [list(x) for x in bids],
+        "asks": [list(x) for x in asks],
     }
 
 
-def produce_events(fe: FeaturesEnv, exchange: str, symbol: str, events: list[tuple],
-                   trace_prefix: str = "tr") -> None:
+def produce_events(
+    fe: FeaturesEnv, exchange: str, symbol: str, events: list[tuple], trace_prefix: str = "tr"
+) -> None:
     """Produce a canonical-order series: trades to the trades topic, books (with a trace-id
     header) to the book topic, keyed ``{exchange}:{symbol}``."""
     producer = Producer(fe.kafka, client_id="test-features")
@@ -123,14 +149,25 @@ def produce_events(fe: FeaturesEnv, exchange: str, symbol: str, events: list[tup
     for i, e in enumerate(events):
         if e[0] == "t":
             _, price, qty, is_buy, ts = e
-            value = {"schema_version": 1, "exchange": exchange, "symbol": symbol,
-                     "trade_id": f"{ts}-{i}", "price": price, "qty": qty,
-                     "side": "buy" if is_buy else "sell", "exchange_ts_us": ts,
-                     "local_ts_us": ts + 1000}
+            value = {
+                "schema_version": 1,
+                "exchange": exchange,
+                "symbol": symbol,
+                "trade_id": f"{ts}-{i}",
+                "price": price,
+                "qty": qty,
+                "side": "buy" if is_buy else "sell",
+                "exchange_ts_us": ts,
+                "local_ts_us": ts + 1000,
+            }
             producer.produce(fe.trades, TRADES.encode(value), key)
         else:
-            producer.produce(fe.book, BOOK.encode(book_value(exchange, symbol, e)), key,
-                             headers=trace_headers(f"{trace_prefix}-{e[5]}"))
+            producer.produce(
+                fe.book,
+                BOOK.encode(book_value(exchange, symbol, e)),
+                key,
+                headers=trace_headers(f"{trace_prefix}-{e[5]}"),
+            )
     producer.flush()
 
 

@@ -21,8 +21,14 @@ from .conftest import FeaturesEnv, as_arrays, closing_trade, produce_events
 
 
 def _consume_all(fe: FeaturesEnv, topic: str, expected: int, timeout: float = 60.0) -> list:
-    consumer = Consumer({**fe.kafka.confluent_config(), "group.id": f"t-{topic}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            **fe.kafka.confluent_config(),
+            "group.id": f"t-{topic}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     got: list = []
 
@@ -45,7 +51,7 @@ def test_books_and_trades_to_features_stored_dlq_and_scaler(features_env: Featur
     events = series.events
     books = [e for e in events if e[0] == "b"]
     first = [e for e in events if (e[3] if e[0] == "b" else e[4]) <= books[399][3]]
-    rest = events[len(first):]
+    rest = events[len(first) :]
     produce_events(fe, "binance", "BTCUSDT", first)
     # garbage on both input topics, between good messages
     p = Producer(fe.kafka, client_id="garbage")
@@ -60,8 +66,7 @@ def test_books_and_trades_to_features_stored_dlq_and_scaler(features_env: Featur
     worker = fe.worker().start()
     try:
         worker.wait_healthy(90)
-        eventually(lambda: fe.count("vectors") >= 399, timeout=90,
-                   what="first part stored")
+        eventually(lambda: fe.count("vectors") >= 399, timeout=90, what="first part stored")
         # garbage went to the DLQ and the worker kept going
         letters = [orjson.loads(m.value()) for m in _consume_all(fe, fe.dlq, 3)]
         assert {lt["source_topic"] for lt in letters} == {fe.book, fe.trades}
@@ -80,8 +85,11 @@ def test_books_and_trades_to_features_stored_dlq_and_scaler(features_env: Featur
         assert res.exit_code == 0, res.output
         version = res.output.split()[1].rstrip(":")
         produce_events(fe, "binance", "BTCUSDT", [*rest, closing_trade(events)])
-        rows = eventually(lambda: (r := fe.stored()) and len(r) == len(books) and r,
-                          timeout=90, what="every book stored")
+        rows = eventually(
+            lambda: (r := fe.stored()) and len(r) == len(books) and r,
+            timeout=90,
+            what="every book stored",
+        )
     finally:
         worker.stop()
     assert worker.proc is not None and worker.proc.returncode == 0, worker.log_tail()
@@ -100,11 +108,15 @@ def test_books_and_trades_to_features_stored_dlq_and_scaler(features_env: Featur
     with psycopg.connect(fe.dsn) as conn:
         mean, scale, active = conn.execute(
             sql.SQL("SELECT mean, scale, active FROM {}.scalers WHERE version = %s").format(
-                sql.Identifier(fe.schema)), (version,)).fetchone()
+                sql.Identifier(fe.schema)
+            ),
+            (version,),
+        ).fetchone()
     assert active
     r = scaled[-1]
-    np.testing.assert_allclose(r[2], (np.asarray(r[1]) - mean) / np.asarray(scale),
-                               rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        r[2], (np.asarray(r[1]) - mean) / np.asarray(scale), rtol=1e-9, atol=1e-9
+    )
 
     # one features.v1 message per book, trace id propagated from the md.book header
     msgs = _consume_all(fe, fe.features, len(books))

@@ -8,6 +8,7 @@ import logging
 import time
 
 from aiohttp import web
+
 from depthflow.common.lifecycle import Service
 from depthflow.sim.config import SimSettings
 from depthflow.sim.faults import FaultConfig
@@ -66,8 +67,9 @@ class Simulator(Service):
         return app
 
     async def on_start(self) -> None:
-        self._runner = web.AppRunner(self.build_app(), access_log=None,
-                                     handle_signals=False, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(
+            self.build_app(), access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         self.exit_stack.push_async_callback(self._runner.cleanup)
         site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
@@ -76,8 +78,10 @@ class Simulator(Service):
         self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
         self._engine = asyncio.create_task(self._clock(), name="sim-engine")
         self.exit_stack.push_async_callback(self._stop_engine)
-        log.info("simulator listening", extra={"host": self.settings.host, "port": self.port,
-                                               "symbols": list(self.markets)})
+        log.info(
+            "simulator listening",
+            extra={"host": self.settings.host, "port": self.port, "symbols": list(self.markets)},
+        )
 
     async def _stop_engine(self) -> None:
         if self._engine:
@@ -91,8 +95,12 @@ class Simulator(Service):
         for conn in list(self.hub.connections):
             conn.close()
 
-    async def run(self, stop: asyncio.Event | None = None, max_messages: int | None = None,
-                  idle_timeout: float | None = None) -> int:
+    async def run(
+        self,
+        stop: asyncio.Event | None = None,
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> int:
         """Serve until ``stop`` is set, ``max_messages`` stream messages were sent, or
         ``idle_timeout`` seconds passed."""
         stop = stop or asyncio.Event()

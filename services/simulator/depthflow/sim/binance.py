@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import WSMsgType, web
+
 from depthflow.sim.book import ASK, BID
 from depthflow.sim.publishers import BINANCE_DEPTH_SPEEDS
 from depthflow.sim.streams import Connection
@@ -29,7 +30,9 @@ RAW_BODY = web.RequestKey("raw_body", str)
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 CLIENT_ID_RE = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 STREAM_SUFFIXES = {s[1:].lower(): s[1:] for s in BINANCE_DEPTH_SPEEDS} | {
-    "bookticker": "bookTicker", "aggtrade": "aggTrade"}
+    "bookticker": "bookTicker",
+    "aggtrade": "aggTrade",
+}
 MAX_RECV_WINDOW = 60_000
 
 _TRADING_ERRORS: dict[str, tuple[int, str]] = {
@@ -38,11 +41,16 @@ _TRADING_ERRORS: dict[str, tuple[int, str]] = {
     "insufficient_margin": (-2019, "Margin is insufficient."),
     "unknown_order": (-2011, "Unknown order sent."),
     "unknown_symbol": (-1121, "Invalid symbol."),
-    "post_only_would_match": (-5022, "Due to the order could not be executed as maker, "
-                                     "the Post Only order will be rejected. The order will "
-                                     "not be recorded in the order history"),
-    "rejected": (-1008, "Server is currently overloaded with other requests. "
-                        "Please try again in a few minutes."),
+    "post_only_would_match": (
+        -5022,
+        "Due to the order could not be executed as maker, "
+        "the Post Only order will be rejected. The order will "
+        "not be recorded in the order history",
+    ),
+    "rejected": (
+        -1008,
+        "Server is currently overloaded with other requests. Please try again in a few minutes.",
+    ),
 }
 
 
@@ -52,20 +60,25 @@ class BinanceError(Exception):
         self.code, self.msg, self.status = code, msg, status
 
 
-def _err(code: int, msg: str, status: int = 400,
-         headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps({"code": code, "msg": msg}), status=status,
-                        content_type="application/json", headers=headers)
+def _err(
+    code: int, msg: str, status: int = 400, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps({"code": code, "msg": msg}),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
 
 
 def _ok(data: Any, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(body=orjson.dumps(data), content_type="application/json",
-                        headers=headers)
+    return web.Response(body=orjson.dumps(data), content_type="application/json", headers=headers)
 
 
 def _mandatory(name: str) -> BinanceError:
-    return BinanceError(-1102, f"Mandatory parameter '{name}' was not sent, was empty/null, "
-                               "or malformed.")
+    return BinanceError(
+        -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
+    )
 
 
 def _now() -> int:
@@ -88,9 +101,12 @@ class _Weights:
         until = self.banned_until.get(ip, 0)
         if until > now:
             return self._used(ip, minute), _err(
-                -1003, f"Way too many requests; IP({ip}) banned until {until}. Please use "
-                       "the websocket for live updates to avoid bans.", 418,
-                {"Retry-After": str(max(1, (until - now) // 1000))})
+                -1003,
+                f"Way too many requests; IP({ip}) banned until {until}. Please use "
+                "the websocket for live updates to avoid bans.",
+                418,
+                {"Retry-After": str(max(1, (until - now) // 1000))},
+            )
         used = self._used(ip, minute)
         if used + weight > self.limit:
             m, n = self.strikes.get(ip, (minute, 0))
@@ -100,14 +116,20 @@ class _Weights:
                 until = now + int(self.ban_seconds * 1000)
                 self.banned_until[ip] = until
                 return used, _err(
-                    -1003, f"Way too many requests; IP({ip}) banned until {until}. Please "
-                           "use the websocket for live updates to avoid bans.", 418,
-                    {"Retry-After": str(int(self.ban_seconds))})
+                    -1003,
+                    f"Way too many requests; IP({ip}) banned until {until}. Please "
+                    "use the websocket for live updates to avoid bans.",
+                    418,
+                    {"Retry-After": str(int(self.ban_seconds))},
+                )
             return used, _err(
-                -1003, f"Too many requests; current limit of IP({ip}) is {self.limit} "
-                       "requests per minute. Please use the websocket for live updates to "
-                       "avoid polling the API.", 429,
-                {"Retry-After": str(60 - (now // 1000) % 60)})
+                -1003,
+                f"Too many requests; current limit of IP({ip}) is {self.limit} "
+                "requests per minute. Please use the websocket for live updates to "
+                "avoid polling the API.",
+                429,
+                {"Retry-After": str(60 - (now // 1000) % 60)},
+            )
         self.used[ip] = (minute, used + weight)
         return used + weight, None
 
@@ -117,8 +139,7 @@ class _Weights:
 
 
 def add_routes(app: web.Application, sim: Simulator) -> None:
-    weights = _Weights(sim.settings.weight_limit, sim.settings.ban_after,
-                       sim.settings.ban_seconds)
+    weights = _Weights(sim.settings.weight_limit, sim.settings.ban_after, sim.settings.ban_seconds)
     listen_keys: dict[str, Account] = {}
     user_conns: dict[str, set[Connection]] = {}
     rng = __import__("random").Random(sim.settings.seed + 7)
@@ -157,11 +178,18 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             async def answer(request: web.Request) -> web.Response:
                 faults = sim.faults
                 if faults.force_status in (429, 418):
-                    return _err(-1003, "Too many requests; current limit of IP is "
-                                f"{weights.limit} requests per minute.", faults.force_status)
+                    return _err(
+                        -1003,
+                        "Too many requests; current limit of IP is "
+                        f"{weights.limit} requests per minute.",
+                        faults.force_status,
+                    )
                 if faults.force_status == 503:
-                    return _err(-1001, "Internal error; unable to process your request. "
-                                "Please try again.", 503)
+                    return _err(
+                        -1001,
+                        "Internal error; unable to process your request. Please try again.",
+                        503,
+                    )
                 try:
                     params = await params_of(request)
                     w = weight(params) if callable(weight) else weight
@@ -183,7 +211,9 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
                 except TradingError as exc:
                     code, msg = _TRADING_ERRORS.get(exc.kind, (-1000, exc.detail or exc.kind))
                     return _err(code, msg)
+
             return run
+
         return wrap
 
     def authenticate(request: web.Request, params: dict[str, str], signed: bool) -> Account:
@@ -209,11 +239,11 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             raise _mandatory("signature")
         server = _now()
         if ts >= server + 1000:
-            raise BinanceError(-1021, "Timestamp for this request was 1000ms ahead of the "
-                                      "server's time.")
+            raise BinanceError(
+                -1021, "Timestamp for this request was 1000ms ahead of the server's time."
+            )
         if server - ts > window:
-            raise BinanceError(-1021, "Timestamp for this request is outside of the "
-                                      "recvWindow.")
+            raise BinanceError(-1021, "Timestamp for this request is outside of the recvWindow.")
         total = _strip_signature(request.query_string)
         if request.method in ("POST", "PUT", "DELETE"):
             total += _strip_signature(request.get(RAW_BODY, ""))
@@ -221,7 +251,6 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         if not hmac.compare_digest(expected, sig.lower()):
             raise BinanceError(-1022, "Signature for this request is not valid.")
         return acct
-
 
     # ---- market data --------------------------------------------------------------------
     @endpoint(1)
@@ -237,43 +266,75 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         symbols = []
         for sym, m in sim.markets.items():
             inst = m.instrument
-            symbols.append({
-                "symbol": sym, "pair": sym, "contractType": "PERPETUAL",
-                "deliveryDate": 4133404800000, "onboardDate": 1569398400000,
-                "status": "TRADING", "maintMarginPercent": "2.5000",
-                "requiredMarginPercent": "5.0000", "baseAsset": inst.base,
-                "quoteAsset": "USDT", "marginAsset": "USDT",
-                "pricePrecision": inst.price_dp, "quantityPrecision": inst.qty_dp,
-                "baseAssetPrecision": 8, "quotePrecision": 8, "underlyingType": "COIN",
-                "underlyingSubType": [], "triggerProtect": "0.0500",
-                "liquidationFee": "0.012500", "marketTakeBound": "0.05",
-                "maxMoveOrderLimit": 10000,
-                "filters": [
-                    {"filterType": "PRICE_FILTER", "minPrice": inst.tick_size,
-                     "maxPrice": inst.price_str(10**9 // inst.tick_units),
-                     "tickSize": inst.tick_size},
-                    {"filterType": "LOT_SIZE", "minQty": inst.lot_size,
-                     "maxQty": inst.qty_str(10**7), "stepSize": inst.lot_size},
-                    {"filterType": "MARKET_LOT_SIZE", "minQty": inst.lot_size,
-                     "maxQty": inst.qty_str(10**6), "stepSize": inst.lot_size},
-                    {"filterType": "MAX_NUM_ORDERS", "limit": 200},
-                    {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
-                    {"filterType": "MIN_NOTIONAL", "notional": "5"},
-                    {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500",
-                     "multiplierDown": "0.9500", "multiplierDecimal": "4"},
-                ],
-                "orderTypes": ["LIMIT", "MARKET"],
-                "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
-            })
+            symbols.append(
+                {
+                    "symbol": sym,
+                    "pair": sym,
+                    "contractType": "PERPETUAL",
+                    "deliveryDate": 4133404800000,
+                    "onboardDate": 1569398400000,
+                    "status": "TRADING",
+                    "maintMarginPercent": "2.5000",
+                    "requiredMarginPercent": "5.0000",
+                    "baseAsset": inst.base,
+                    "quoteAsset": "USDT",
+                    "marginAsset": "USDT",
+                    "pricePrecision": inst.price_dp,
+                    "quantityPrecision": inst.qty_dp,
+                    "baseAssetPrecision": 8,
+                    "quotePrecision": 8,
+                    "underlyingType": "COIN",
+                    "underlyingSubType": [],
+                    "triggerProtect": "0.0500",
+                    "liquidationFee": "0.012500",
+                    "marketTakeBound": "0.05",
+                    "maxMoveOrderLimit": 10000,
+                    "filters": [
+                        {
+                            "filterType": "PRICE_FILTER",
+                            "minPrice": inst.tick_size,
+                            "maxPrice": inst.price_str(10**9 // inst.tick_units),
+                            "tickSize": inst.tick_size,
+                        },
+                        {
+                            "filterType": "LOT_SIZE",
+                            "minQty": inst.lot_size,
+                            "maxQty": inst.qty_str(10**7),
+                            "stepSize": inst.lot_size,
+                        },
+                        {
+                            "filterType": "MARKET_LOT_SIZE",
+                            "minQty": inst.lot_size,
+                            "maxQty": inst.qty_str(10**6),
+                            "stepSize": inst.lot_size,
+                        },
+                        {"filterType": "MAX_NUM_ORDERS", "limit": 200},
+                        {"filterType": "MAX_NUM_ALGO_ORDERS", "limit": 10},
+                        {"filterType": "MIN_NOTIONAL", "notional": "5"},
+                        {
+                            "filterType": "PERCENT_PRICE",
+                            "multiplierUp": "1.0500",
+                            "multiplierDown": "0.9500",
+                            "multiplierDecimal": "4",
+                        },
+                    ],
+                    "orderTypes": ["LIMIT", "MARKET"],
+                    "timeInForce": ["GTC", "IOC", "FOK", "GTX"],
+                }
+            )
         return {
-            "timezone": "UTC", "serverTime": _now(), "futuresType": "U_MARGINED",
+            "timezone": "UTC",
+            "serverTime": _now(),
+            "futuresType": "U_MARGINED",
             "rateLimits": [
-                {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": weights.limit},
-                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1,
-                 "limit": 1200},
-                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10,
-                 "limit": 300},
+                {
+                    "rateLimitType": "REQUEST_WEIGHT",
+                    "interval": "MINUTE",
+                    "intervalNum": 1,
+                    "limit": weights.limit,
+                },
+                {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
+                {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300},
             ],
             "exchangeFilters": [],
             "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
@@ -294,24 +355,35 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         try:
             limit = int(raw)
         except ValueError:
-            raise BinanceError(-1100, "Illegal characters found in parameter 'limit'; "
-                                      "legal range is '^[0-9]{1,20}$'.") from None
+            raise BinanceError(
+                -1100,
+                "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
+            ) from None
         if limit not in DEPTH_LIMITS:
             raise BinanceError(-1130, "Data sent for parameter 'limit' is not valid.")
         uid, bids, asks = market.snapshot(limit)
         ps, qs = market.instrument.price_str, market.instrument.qty_str
         now = _now()
-        return {"lastUpdateId": uid, "E": now, "T": market.last_ts or now,
-                "bids": [[ps(x), qs(q)] for x, q in bids],
-                "asks": [[ps(x), qs(q)] for x, q in asks]}
+        return {
+            "lastUpdateId": uid,
+            "E": now,
+            "T": market.last_ts or now,
+            "bids": [[ps(x), qs(q)] for x, q in bids],
+            "asks": [[ps(x), qs(q)] for x, q in asks],
+        }
 
     def ticker_of(market: Any) -> dict[str, Any]:
         book, inst = market.book, market.instrument
         bb, ba = book.best_bid, book.best_ask
-        return {"symbol": inst.symbol, "bidPrice": inst.price_str(bb),
-                "bidQty": inst.qty_str(book.bids.get(bb, 0)), "askPrice": inst.price_str(ba),
-                "askQty": inst.qty_str(book.asks.get(ba, 0)), "time": market.last_ts or _now(),
-                "lastUpdateId": market.update_id}
+        return {
+            "symbol": inst.symbol,
+            "bidPrice": inst.price_str(bb),
+            "bidQty": inst.qty_str(book.bids.get(bb, 0)),
+            "askPrice": inst.price_str(ba),
+            "askQty": inst.qty_str(book.asks.get(ba, 0)),
+            "time": market.last_ts or _now(),
+            "lastUpdateId": market.update_id,
+        }
 
     @endpoint(lambda p: 2 if p.get("symbol") else 5)
     async def book_ticker(_r: web.Request, p: dict[str, str], _a: Any) -> Any:
@@ -322,20 +394,41 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
     # ---- trading ------------------------------------------------------------------------
     def order_json(o: Order) -> dict[str, Any]:
         inst = sim.markets[o.symbol].instrument
-        avg = (inst.price_str(0) if not o.filled else
-               str((sim.exchange.price_dec(o.symbol, o.quote) / o.filled)
-                   .quantize(inst.tick_decimal / 10)))
+        avg = (
+            inst.price_str(0)
+            if not o.filled
+            else str(
+                (sim.exchange.price_dec(o.symbol, o.quote) / o.filled).quantize(
+                    inst.tick_decimal / 10
+                )
+            )
+        )
         return {
-            "orderId": o.order_id, "symbol": o.symbol, "status": o.status,
-            "clientOrderId": o.client_id, "price": inst.price_str(o.price or 0),
-            "avgPrice": avg, "origQty": inst.qty_str(o.qty),
-            "executedQty": inst.qty_str(o.filled), "cumQty": inst.qty_str(o.filled),
-            "cumQuote": inst.quote_str(o.quote), "timeInForce": o.tif, "type": o.type,
-            "reduceOnly": o.reduce_only, "closePosition": False,
-            "side": "BUY" if o.side == BID else "SELL", "positionSide": "BOTH",
-            "stopPrice": "0", "workingType": "CONTRACT_PRICE", "priceProtect": False,
-            "origType": o.type, "priceMatch": "NONE", "selfTradePreventionMode": "NONE",
-            "goodTillDate": 0, "time": o.created, "updateTime": o.updated,
+            "orderId": o.order_id,
+            "symbol": o.symbol,
+            "status": o.status,
+            "clientOrderId": o.client_id,
+            "price": inst.price_str(o.price or 0),
+            "avgPrice": avg,
+            "origQty": inst.qty_str(o.qty),
+            "executedQty": inst.qty_str(o.filled),
+            "cumQty": inst.qty_str(o.filled),
+            "cumQuote": inst.quote_str(o.quote),
+            "timeInForce": o.tif,
+            "type": o.type,
+            "reduceOnly": o.reduce_only,
+            "closePosition": False,
+            "side": "BUY" if o.side == BID else "SELL",
+            "positionSide": "BOTH",
+            "stopPrice": "0",
+            "workingType": "CONTRACT_PRICE",
+            "priceProtect": False,
+            "origType": o.type,
+            "priceMatch": "NONE",
+            "selfTradePreventionMode": "NONE",
+            "goodTillDate": 0,
+            "time": o.created,
+            "updateTime": o.updated,
         }
 
     def order_ref(p: dict[str, str]) -> tuple[int | None, str | None]:
@@ -385,8 +478,10 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             tif = "GTC"
         reduce_only = p.get("reduceOnly", "false").lower()
         if reduce_only not in ("true", "false"):
-            raise BinanceError(-1102, "Mandatory parameter 'reduceOnly' was not sent, was "
-                                      "empty/null, or malformed.")
+            raise BinanceError(
+                -1102,
+                "Mandatory parameter 'reduceOnly' was not sent, was empty/null, or malformed.",
+            )
         cid = p.get("newClientOrderId") or f"sim-{secrets.token_hex(8)}"
         if not CLIENT_ID_RE.match(cid):
             raise BinanceError(-4015, "Client order id is not valid.")
@@ -397,16 +492,36 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
             raise TradingError("rejected")
         now = _now()
         ack_mode = p.get("newOrderRespType", "ACK") != "RESULT"
-        order = sim.exchange.place(acct, inst.symbol, side, otype, qty, price, tif,
-                                   reduce_only == "true", cid, "binance", now)
+        order = sim.exchange.place(
+            acct,
+            inst.symbol,
+            side,
+            otype,
+            qty,
+            price,
+            tif,
+            reduce_only == "true",
+            cid,
+            "binance",
+            now,
+        )
         body = order_json(order)
         if ack_mode:  # ACK: the order as accepted, before matching
-            body.update(status="NEW", executedQty=inst.qty_str(0), cumQty=inst.qty_str(0),
-                        cumQuote=inst.quote_str(0), avgPrice=inst.price_str(0))
+            body.update(
+                status="NEW",
+                executedQty=inst.qty_str(0),
+                cumQty=inst.qty_str(0),
+                cumQuote=inst.quote_str(0),
+                avgPrice=inst.price_str(0),
+            )
         sim.exchange.flush()
         if faults.unknown_503_rate and rng.random() < faults.unknown_503_rate:
-            return _err(-1007, "Timeout waiting for response from backend server. Send "
-                               "status unknown; execution status unknown.", 503)
+            return _err(
+                -1007,
+                "Timeout waiting for response from backend server. Send "
+                "status unknown; execution status unknown.",
+                503,
+            )
         return body
 
     @endpoint(1, signed=True)
@@ -444,52 +559,86 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         pos = acct.position(sym)
         mark = ex.mark(sym)
         return {
-            "symbol": sym, "positionAmt": str(pos.qty), "entryPrice": str(pos.entry),
-            "breakEvenPrice": str(pos.entry), "markPrice": str(mark),
-            "unRealizedProfit": str(ex.unrealized(acct, sym)), "liquidationPrice": "0",
-            "leverage": str(ex.leverage), "maxNotionalValue": "10000000",
-            "marginType": "cross", "isolatedMargin": "0.00000000", "isAutoAddMargin": "false",
-            "positionSide": "BOTH", "notional": str(pos.qty * mark), "isolatedWallet": "0",
+            "symbol": sym,
+            "positionAmt": str(pos.qty),
+            "entryPrice": str(pos.entry),
+            "breakEvenPrice": str(pos.entry),
+            "markPrice": str(mark),
+            "unRealizedProfit": str(ex.unrealized(acct, sym)),
+            "liquidationPrice": "0",
+            "leverage": str(ex.leverage),
+            "maxNotionalValue": "10000000",
+            "marginType": "cross",
+            "isolatedMargin": "0.00000000",
+            "isAutoAddMargin": "false",
+            "positionSide": "BOTH",
+            "notional": str(pos.qty * mark),
+            "isolatedWallet": "0",
             "updateTime": pos.updated,
         }
 
     def balance_numbers(acct: Account) -> dict[str, str]:
         ex = sim.exchange
         upnl = sum((ex.unrealized(acct, s) for s in acct.positions), ex.position_margin(acct) * 0)
-        return {"wallet": str(acct.wallet), "upnl": str(upnl),
-                "available": str(ex.available(acct)),
-                "margin_balance": str(acct.wallet + upnl),
-                "pos_margin": str(ex.position_margin(acct)),
-                "order_margin": str(ex.order_margin(acct))}
+        return {
+            "wallet": str(acct.wallet),
+            "upnl": str(upnl),
+            "available": str(ex.available(acct)),
+            "margin_balance": str(acct.wallet + upnl),
+            "pos_margin": str(ex.position_margin(acct)),
+            "order_margin": str(ex.order_margin(acct)),
+        }
 
     @endpoint(5, signed=True)
     async def balance(_r: web.Request, _p: dict[str, str], acct: Account) -> Any:
         n = balance_numbers(acct)
-        return [{"accountAlias": "SimAcct", "asset": "USDT", "balance": n["wallet"],
-                 "crossWalletBalance": n["wallet"], "crossUnPnl": n["upnl"],
-                 "availableBalance": n["available"], "maxWithdrawAmount": n["available"],
-                 "marginAvailable": True, "updateTime": acct.updated}]
+        return [
+            {
+                "accountAlias": "SimAcct",
+                "asset": "USDT",
+                "balance": n["wallet"],
+                "crossWalletBalance": n["wallet"],
+                "crossUnPnl": n["upnl"],
+                "availableBalance": n["available"],
+                "maxWithdrawAmount": n["available"],
+                "marginAvailable": True,
+                "updateTime": acct.updated,
+            }
+        ]
 
     @endpoint(5, signed=True)
     async def account(_r: web.Request, _p: dict[str, str], acct: Account) -> Any:
         n = balance_numbers(acct)
         init = str(sim.exchange.position_margin(acct) + sim.exchange.order_margin(acct))
         return {
-            "totalInitialMargin": init, "totalMaintMargin": "0",
-            "totalWalletBalance": n["wallet"], "totalUnrealizedProfit": n["upnl"],
+            "totalInitialMargin": init,
+            "totalMaintMargin": "0",
+            "totalWalletBalance": n["wallet"],
+            "totalUnrealizedProfit": n["upnl"],
             "totalMarginBalance": n["margin_balance"],
             "totalPositionInitialMargin": n["pos_margin"],
             "totalOpenOrderInitialMargin": n["order_margin"],
-            "totalCrossWalletBalance": n["wallet"], "totalCrossUnPnl": n["upnl"],
-            "availableBalance": n["available"], "maxWithdrawAmount": n["available"],
-            "assets": [{"asset": "USDT", "walletBalance": n["wallet"],
-                        "unrealizedProfit": n["upnl"], "marginBalance": n["margin_balance"],
-                        "maintMargin": "0", "initialMargin": init,
-                        "positionInitialMargin": n["pos_margin"],
-                        "openOrderInitialMargin": n["order_margin"],
-                        "crossWalletBalance": n["wallet"], "crossUnPnl": n["upnl"],
-                        "availableBalance": n["available"],
-                        "maxWithdrawAmount": n["available"], "updateTime": acct.updated}],
+            "totalCrossWalletBalance": n["wallet"],
+            "totalCrossUnPnl": n["upnl"],
+            "availableBalance": n["available"],
+            "maxWithdrawAmount": n["available"],
+            "assets": [
+                {
+                    "asset": "USDT",
+                    "walletBalance": n["wallet"],
+                    "unrealizedProfit": n["upnl"],
+                    "marginBalance": n["margin_balance"],
+                    "maintMargin": "0",
+                    "initialMargin": init,
+                    "positionInitialMargin": n["pos_margin"],
+                    "openOrderInitialMargin": n["order_margin"],
+                    "crossWalletBalance": n["wallet"],
+                    "crossUnPnl": n["upnl"],
+                    "availableBalance": n["available"],
+                    "maxWithdrawAmount": n["available"],
+                    "updateTime": acct.updated,
+                }
+            ],
             "positions": [position_json(acct, s) for s in sim.markets],
         }
 
@@ -511,8 +660,9 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         if request.method == "DELETE":
             listen_keys.pop(existing, None)
             for conn in user_conns.pop(existing, set()):
-                conn.send_control(orjson.dumps({"e": "listenKeyExpired", "E": _now(),
-                                                "listenKey": existing}))
+                conn.send_control(
+                    orjson.dumps({"e": "listenKeyExpired", "E": _now(), "listenKey": existing})
+                )
                 conn.close()
         return {} if request.method == "DELETE" else {"listenKey": existing}
 
@@ -539,33 +689,82 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         o, f = ev.order, ev.fill
         inst = sim.markets[o.symbol].instrument
         j = order_json(o)
-        avg = (inst.price_str(0) if not ev.filled else
-               str((sim.exchange.price_dec(o.symbol, ev.quote) / ev.filled)
-                   .quantize(inst.tick_decimal / 10)))
-        return {"e": "ORDER_TRADE_UPDATE", "E": _now(), "T": ev.ts, "o": {
-            "s": o.symbol, "c": o.client_id, "S": j["side"], "o": o.type, "f": o.tif,
-            "q": j["origQty"], "p": j["price"], "ap": avg, "sp": "0",
-            "x": ev.exec_type, "X": ev.status,
-            "i": o.order_id, "l": inst.qty_str(f.qty if f else 0),
-            "z": inst.qty_str(ev.filled), "L": inst.price_str(f.price if f else 0),
-            "N": "USDT", "n": str(f.fee if f else 0), "T": ev.ts,
-            "t": f.trade_id if f else 0, "b": "0", "a": "0",
-            "m": bool(f and f.maker), "R": o.reduce_only, "wt": "CONTRACT_PRICE",
-            "ot": o.type, "ps": "BOTH", "cp": False,
-            "rp": str(f.realized if f else 0), "pP": False, "si": 0, "ss": 0,
-            "V": "NONE", "pm": "NONE", "gtd": 0}}
+        avg = (
+            inst.price_str(0)
+            if not ev.filled
+            else str(
+                (sim.exchange.price_dec(o.symbol, ev.quote) / ev.filled).quantize(
+                    inst.tick_decimal / 10
+                )
+            )
+        )
+        return {
+            "e": "ORDER_TRADE_UPDATE",
+            "E": _now(),
+            "T": ev.ts,
+            "o": {
+                "s": o.symbol,
+                "c": o.client_id,
+                "S": j["side"],
+                "o": o.type,
+                "f": o.tif,
+                "q": j["origQty"],
+                "p": j["price"],
+                "ap": avg,
+                "sp": "0",
+                "x": ev.exec_type,
+                "X": ev.status,
+                "i": o.order_id,
+                "l": inst.qty_str(f.qty if f else 0),
+                "z": inst.qty_str(ev.filled),
+                "L": inst.price_str(f.price if f else 0),
+                "N": "USDT",
+                "n": str(f.fee if f else 0),
+                "T": ev.ts,
+                "t": f.trade_id if f else 0,
+                "b": "0",
+                "a": "0",
+                "m": bool(f and f.maker),
+                "R": o.reduce_only,
+                "wt": "CONTRACT_PRICE",
+                "ot": o.type,
+                "ps": "BOTH",
+                "cp": False,
+                "rp": str(f.realized if f else 0),
+                "pP": False,
+                "si": 0,
+                "ss": 0,
+                "V": "NONE",
+                "pm": "NONE",
+                "gtd": 0,
+            },
+        }
 
     def account_update(ev: AccountEvent) -> dict[str, Any]:
         acct, sym = ev.account, ev.order.symbol
         pos = acct.position(sym)
-        return {"e": "ACCOUNT_UPDATE", "E": _now(), "T": ev.ts, "a": {
-            "m": "ORDER",
-            "B": [{"a": "USDT", "wb": str(acct.wallet), "cw": str(acct.wallet),
-                   "bc": "0"}],
-            "P": [{"s": sym, "pa": str(pos.qty), "ep": str(pos.entry),
-                   "bep": str(pos.entry), "cr": str(pos.realized),
-                   "up": str(sim.exchange.unrealized(acct, sym)), "mt": "cross",
-                   "iw": "0", "ps": "BOTH"}]}}
+        return {
+            "e": "ACCOUNT_UPDATE",
+            "E": _now(),
+            "T": ev.ts,
+            "a": {
+                "m": "ORDER",
+                "B": [{"a": "USDT", "wb": str(acct.wallet), "cw": str(acct.wallet), "bc": "0"}],
+                "P": [
+                    {
+                        "s": sym,
+                        "pa": str(pos.qty),
+                        "ep": str(pos.entry),
+                        "bep": str(pos.entry),
+                        "cr": str(pos.realized),
+                        "up": str(sim.exchange.unrealized(acct, sym)),
+                        "mt": "cross",
+                        "iw": "0",
+                        "ps": "BOTH",
+                    }
+                ],
+            },
+        }
 
     # ---- websockets ---------------------------------------------------------------------
     def resolve(name: str) -> tuple[str, str] | None:
@@ -615,8 +814,9 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         except orjson.JSONDecodeError:
             return orjson.dumps({"error": {"code": 3, "msg": "Invalid JSON: expected value"}})
         if not isinstance(req, dict):
-            return orjson.dumps({"error": {"code": 2, "msg": "Invalid request: request "
-                                           "must be a JSON object"}})
+            return orjson.dumps(
+                {"error": {"code": 2, "msg": "Invalid request: request must be a JSON object"}}
+            )
         rid = req.get("id")
         if not isinstance(rid, int | str | type(None)):
             return orjson.dumps({"error": {"code": 2, "msg": "Invalid request: invalid id"}})
@@ -624,12 +824,20 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         params = req.get("params", [])
         if method in ("SUBSCRIBE", "UNSUBSCRIBE"):
             if not isinstance(params, list) or not all(isinstance(s, str) for s in params):
-                return orjson.dumps({"error": {"code": 2, "msg": "Invalid request: "
-                                               "params must be a list of strings"}, "id": rid})
+                return orjson.dumps(
+                    {
+                        "error": {
+                            "code": 2,
+                            "msg": "Invalid request: params must be a list of strings",
+                        },
+                        "id": rid,
+                    }
+                )
             resolved = [resolve(s) for s in params]
             if any(r is None for r in resolved):
-                return orjson.dumps({"error": {"code": 2, "msg": "Invalid request: unknown "
-                                               "stream name"}, "id": rid})
+                return orjson.dumps(
+                    {"error": {"code": 2, "msg": "Invalid request: unknown stream name"}, "id": rid}
+                )
             for r in resolved:
                 assert r is not None
                 if method == "SUBSCRIBE":
@@ -646,8 +854,9 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
                     return orjson.dumps({"result": None, "id": rid})
                 return orjson.dumps({"result": conn.combined, "id": rid})
             return orjson.dumps({"error": {"code": 0, "msg": "Unknown property"}, "id": rid})
-        return orjson.dumps({"error": {"code": 2, "msg": "Invalid request: unknown method"},
-                             "id": rid})
+        return orjson.dumps(
+            {"error": {"code": 2, "msg": "Invalid request: unknown method"}, "id": rid}
+        )
 
     async def not_found(request: web.Request) -> web.Response:
         return _err(-5000, f"Path {request.path}, Method {request.method} is invalid", 404)
@@ -697,9 +906,10 @@ def _decimal_error(text: str, dp: int, name: str, code: int, msg: str) -> Binanc
     except InvalidOperation:
         return _mandatory(name)
     if not value.is_finite() or value <= 0:
-        return BinanceError(-4003 if name == "quantity" else -4001,
-                            "Quantity less than or equal to zero." if name == "quantity"
-                            else "Price less than 0.")
+        return BinanceError(
+            -4003 if name == "quantity" else -4001,
+            "Quantity less than or equal to zero." if name == "quantity" else "Price less than 0.",
+        )
     if -int(value.as_tuple().exponent) > dp and value != value.quantize(Decimal(1).scaleb(-dp)):
         return BinanceError(-1111, "Precision is over the maximum defined for this asset.")
     return BinanceError(code, msg)

@@ -187,8 +187,7 @@ class Book:
         self._set(side, price, level - qty, changes)
         return qty
 
-    def take(self, taker_side: int, qty: int, limit: int | None,
-             changes: list[int]) -> list[Match]:
+    def take(self, taker_side: int, qty: int, limit: int | None, changes: list[int]) -> list[Match]:
         """A taker sweeps the opposite side from the best level, up to ``qty`` lots and (if
         given) no worse than ``limit``. Account orders at a level fill in queue order."""
         matches: list[Match] = []
@@ -208,8 +207,9 @@ class Book:
                 qty -= self._take_level(BID, price, levels[price], qty, matches, changes)
         return matches
 
-    def _take_level(self, side: int, price: int, level: int, want: int,
-                    matches: list[Match], changes: list[int]) -> int:
+    def _take_level(
+        self, side: int, price: int, level: int, want: int, matches: list[Match], changes: list[int]
+    ) -> int:
         x = want if want < level else level
         match = Match(price, x)
         queue = self.queues.get(price * 2 + side)

@@ -40,7 +40,8 @@ def sim(
     stall_duration_s: float | None = typer.Option(None, help="length of each stall"),
     slow_response_ms: float | None = typer.Option(None, help="delay every REST response"),
     user_stream_delay_ms: float | None = typer.Option(
-        None, help="delay account events on the user-data streams"),
+        None, help="delay account events on the user-data streams"
+    ),
     unknown_503_rate: float | None = typer.Option(None, help="orders placed but answered 503"),
     reject_rate: float | None = typer.Option(None, help="orders rejected"),
 ) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from depthflow.common.settings import settings_config
-from depthflow.sim.faults import FaultConfig
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode
+
+from depthflow.common.settings import settings_config
+from depthflow.sim.faults import FaultConfig
 
 # Documented local defaults (docs/simulator.md): they only ever unlock the simulator.
 DEFAULT_API_KEY = "depthflow-sim-key"

@@ -6,8 +6,9 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
-from depthflow.sim.history import HistoryUnavailable
 from pydantic import ValidationError
+
+from depthflow.sim.history import HistoryUnavailable
 
 if TYPE_CHECKING:
     from depthflow.sim.app import Simulator
@@ -34,12 +35,19 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         try:
             uid, bids, asks = market.truth(update_id, depth)
         except HistoryUnavailable as exc:
-            return _json({"error": str(exc), "oldest": market.history.oldest_id,
-                          "latest": market.update_id}, 404)
+            return _json(
+                {"error": str(exc), "oldest": market.history.oldest_id, "latest": market.update_id},
+                404,
+            )
         ps, qs = market.instrument.price_str, market.instrument.qty_str
-        return _json({"symbol": symbol, "update_id": uid,
-                      "bids": [[ps(p), qs(x)] for p, x in bids],
-                      "asks": [[ps(p), qs(x)] for p, x in asks]})
+        return _json(
+            {
+                "symbol": symbol,
+                "update_id": uid,
+                "bids": [[ps(p), qs(x)] for p, x in bids],
+                "asks": [[ps(p), qs(x)] for p, x in asks],
+            }
+        )
 
     async def get_faults(_request: web.Request) -> web.Response:
         return _json(sim.faults.model_dump())
@@ -59,15 +67,22 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         return _json(faults.model_dump())
 
     async def status(_request: web.Request) -> web.Response:
-        return _json({
-            "symbols": {s: {"update_id": m.update_id, "oldest_truth": m.history.oldest_id,
-                            "best_bid": m.instrument.price_str(m.book.best_bid),
-                            "best_ask": m.instrument.price_str(m.book.best_ask)}
-                        for s, m in sim.markets.items()},
-            "connections": len(sim.hub.connections),
-            "messages_sent": sim.hub.messages_sent,
-            "rate": sim.settings.rate,
-        })
+        return _json(
+            {
+                "symbols": {
+                    s: {
+                        "update_id": m.update_id,
+                        "oldest_truth": m.history.oldest_id,
+                        "best_bid": m.instrument.price_str(m.book.best_bid),
+                        "best_ask": m.instrument.price_str(m.book.best_ask),
+                    }
+                    for s, m in sim.markets.items()
+                },
+                "connections": len(sim.hub.connections),
+                "messages_sent": sim.hub.messages_sent,
+                "rate": sim.settings.rate,
+            }
+        )
 
     async def bybit_restart(_request: web.Request) -> web.Response:
         from depthflow.sim.app import now_ms
@@ -80,10 +95,20 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         coid = request.query.get("client_order_id", "")
         if not coid:
             return _json({"error": "client_order_id is required"}, 400)
-        found = [{"order_id": o.order_id, "client_order_id": o.client_id, "symbol": o.symbol,
-                  "status": o.status, "qty": o.qty, "filled": o.filled, "created": o.created}
-                 for acct in sim.exchange.accounts.values()
-                 for o in acct.orders.values() if o.client_id == coid]
+        found = [
+            {
+                "order_id": o.order_id,
+                "client_order_id": o.client_id,
+                "symbol": o.symbol,
+                "status": o.status,
+                "qty": o.qty,
+                "filled": o.filled,
+                "created": o.created,
+            }
+            for acct in sim.exchange.accounts.values()
+            for o in acct.orders.values()
+            if o.client_id == coid
+        ]
         return _json(found)
 
     app.router.add_get("/sim/truth", truth)

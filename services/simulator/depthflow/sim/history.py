@@ -18,8 +18,14 @@ class HistoryUnavailable(LookupError):
 class BookHistory:
     """Checkpoints every ``checkpoint_every`` updates; keeps at least ``retain`` updates."""
 
-    def __init__(self, bids: dict[int, int], asks: dict[int, int], first_id: int = 0,
-                 retain: int = 250_000, checkpoint_every: int = 10_000) -> None:
+    def __init__(
+        self,
+        bids: dict[int, int],
+        asks: dict[int, int],
+        first_id: int = 0,
+        retain: int = 250_000,
+        checkpoint_every: int = 10_000,
+    ) -> None:
         self.checkpoint_every = checkpoint_every
         self.max_checkpoints = max(2, retain // checkpoint_every + 2)
         self._cp_ids: list[int] = [first_id]
@@ -32,8 +38,9 @@ class BookHistory:
     def oldest_id(self) -> int:
         return self._cp_ids[0]
 
-    def record(self, update_id: int, changes: list[int],
-               bids: dict[int, int], asks: dict[int, int]) -> None:
+    def record(
+        self, update_id: int, changes: list[int], bids: dict[int, int], asks: dict[int, int]
+    ) -> None:
         """Store update ``update_id`` (must be ``last_id + 1``); the book after it is given
         so a checkpoint can be taken."""
         if update_id != self.last_id + 1:
@@ -55,7 +62,8 @@ class BookHistory:
         """Bids and asks (price -> qty) exactly as they were after ``update_id``."""
         if update_id < self.oldest_id or update_id > self.last_id:
             raise HistoryUnavailable(
-                f"update id {update_id} is outside [{self.oldest_id}, {self.last_id}]")
+                f"update id {update_id} is outside [{self.oldest_id}, {self.last_id}]"
+            )
         i = bisect.bisect_right(self._cp_ids, update_id) - 1
         cp_id = self._cp_ids[i]
         bids, asks = (dict(d) for d in self._cps[i])
@@ -72,8 +80,9 @@ class BookHistory:
         return bids, asks
 
 
-def top_levels(bids: dict[int, int], asks: dict[int, int],
-               depth: int) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def top_levels(
+    bids: dict[int, int], asks: dict[int, int], depth: int
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """Best-first ``depth`` levels of each side."""
     b = sorted(bids.items(), key=lambda kv: -kv[0])[:depth]
     a = sorted(asks.items())[:depth]

@@ -60,8 +60,9 @@ class Instrument:
 
     def quote_str(self, ticks_times_lots: int) -> str:
         """A notional (price * qty) given as ticks * lots, exact."""
-        return _fmt(ticks_times_lots * self.tick_units * self.lot_units,
-                    self.price_dp + self.qty_dp)
+        return _fmt(
+            ticks_times_lots * self.tick_units * self.lot_units, self.price_dp + self.qty_dp
+        )
 
     def price_float(self, ticks: float) -> float:
         return ticks * self.tick_units / 10**self.price_dp

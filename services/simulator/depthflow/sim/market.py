@@ -21,6 +21,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from depthflow.sim.book import ASK, BID, NO_ASK, NO_BID, Book, Match, RestingOrder
 from depthflow.sim.history import BookHistory, top_levels
 from depthflow.sim.instruments import Instrument
@@ -78,9 +79,15 @@ class Outbox:
 class Market:
     """One symbol's simulated market."""
 
-    def __init__(self, instrument: Instrument, seed: int, rate: float,
-                 params: FlowParams | None = None, retain: int = 250_000,
-                 checkpoint_every: int = 10_000) -> None:
+    def __init__(
+        self,
+        instrument: Instrument,
+        seed: int,
+        rate: float,
+        params: FlowParams | None = None,
+        retain: int = 250_000,
+        checkpoint_every: int = 10_000,
+    ) -> None:
         self.instrument = instrument
         self.params = params or FlowParams()
         self.rate = rate
@@ -95,8 +102,7 @@ class Market:
         self._hi = self.ref * 8
         self._i = _BLOCK
         self._fill_initial()
-        self.history = BookHistory(self.book.bids, self.book.asks, 0, retain,
-                                   checkpoint_every)
+        self.history = BookHistory(self.book.bids, self.book.asks, 0, retain, checkpoint_every)
         self.outbox = Outbox()
 
     # -- setup -----------------------------------------------------------------------------
@@ -198,8 +204,9 @@ class Market:
 
     _last_matches: list[Match] = []
 
-    def _taker(self, side: int, qty: int, limit: int | None, changes: list[int],
-               now_ms: int) -> list[Match]:
+    def _taker(
+        self, side: int, qty: int, limit: int | None, changes: list[int], now_ms: int
+    ) -> list[Match]:
         matches = self.book.take(side, qty, limit, changes)
         uid = self.update_id + 1  # the update these changes will become
         out = self.outbox
@@ -221,8 +228,9 @@ class Market:
         return self.update_id
 
     # -- accounts' orders ----------------------------------------------------------------
-    def execute(self, side: int, qty: int, limit: int | None, rest: RestingOrder | None,
-                now_ms: int) -> tuple[list[Match], int | None]:
+    def execute(
+        self, side: int, qty: int, limit: int | None, rest: RestingOrder | None, now_ms: int
+    ) -> tuple[list[Match], int | None]:
         """An account's order: take up to ``qty`` (no worse than ``limit``); if ``rest`` is
         given, its ``remaining`` is set to what is left and it joins the book. Returns the
         matches (one per level) and the update id, or ``None`` if nothing changed."""
@@ -251,8 +259,9 @@ class Market:
         """The current book: (update id, bids best first, asks best first)."""
         return (self.update_id, self.book.top(BID, depth), self.book.top(ASK, depth))
 
-    def truth(self, update_id: int | None, depth: int
-              ) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
+    def truth(
+        self, update_id: int | None, depth: int
+    ) -> tuple[int, list[tuple[int, int]], list[tuple[int, int]]]:
         """The exact book after ``update_id`` (current if ``None``)."""
         if update_id is None or update_id == self.update_id:
             return self.snapshot(depth)

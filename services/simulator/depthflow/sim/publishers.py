@@ -9,15 +9,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import orjson
+
 from depthflow.sim.book import ASK, BID
 from depthflow.sim.instruments import Instrument
 from depthflow.sim.market import Market, Outbox
 from depthflow.sim.streams import Hub
 
 # Binance diff-depth cadences: stream suffix -> interval in ms (0 = every update)
-BINANCE_DEPTH_SPEEDS: dict[str, int] = {"@depth": 250, "@depth@250ms": 250,
-                                        "@depth@100ms": 100, "@depth@500ms": 500,
-                                        "@depth@0ms": 0}
+BINANCE_DEPTH_SPEEDS: dict[str, int] = {
+    "@depth": 250,
+    "@depth@250ms": 250,
+    "@depth@100ms": 100,
+    "@depth@500ms": 500,
+    "@depth@0ms": 0,
+}
 # Bybit linear orderbook depths -> push interval in ms
 BYBIT_DEPTHS: dict[int, int] = {1: 10, 50: 20, 200: 100}
 BYBIT_L1_RESNAPSHOT_MS = 3000
@@ -86,10 +91,19 @@ class BinancePublisher:
                 agg.due_ms = now_ms - now_ms % agg.interval_ms + agg.interval_ms
                 if agg.first:
                     bids, asks = _levels(self.inst, agg.merged)
-                    payload = orjson.dumps({
-                        "e": "depthUpdate", "E": now_ms, "T": agg.last_ts, "s": self.sym,
-                        "U": agg.first, "u": agg.last, "pu": agg.first - 1,
-                        "b": bids, "a": asks})
+                    payload = orjson.dumps(
+                        {
+                            "e": "depthUpdate",
+                            "E": now_ms,
+                            "T": agg.last_ts,
+                            "s": self.sym,
+                            "U": agg.first,
+                            "u": agg.last,
+                            "pu": agg.first - 1,
+                            "b": bids,
+                            "a": asks,
+                        }
+                    )
                     for topic, name in active:
                         hub.publish(topic, payload, name)
                     agg.merged = {}
@@ -99,19 +113,47 @@ class BinancePublisher:
         if out.trades and hub.has(self.agg_trade[0]):
             ps, qs, sym = self.inst.price_str, self.inst.qty_str, self.sym
             for t in out.trades:
-                hub.publish(self.agg_trade[0], orjson.dumps({
-                    "e": "aggTrade", "E": now_ms, "s": sym, "a": t.trade_id,
-                    "p": ps(t.price), "q": qs(t.qty), "f": t.trade_id, "l": t.trade_id,
-                    "T": t.ts, "m": t.taker_side == ASK}), self.agg_trade[1])
+                hub.publish(
+                    self.agg_trade[0],
+                    orjson.dumps(
+                        {
+                            "e": "aggTrade",
+                            "E": now_ms,
+                            "s": sym,
+                            "a": t.trade_id,
+                            "p": ps(t.price),
+                            "q": qs(t.qty),
+                            "f": t.trade_id,
+                            "l": t.trade_id,
+                            "T": t.ts,
+                            "m": t.taker_side == ASK,
+                        }
+                    ),
+                    self.agg_trade[1],
+                )
 
     def _per_update(self, out: Outbox, topic: str, name: str, now_ms: int) -> None:
         inst, sym, hub = self.inst, self.sym, self.hub
         for uid, changes, ts in out.events:
             merged = {changes[j]: changes[j + 1] for j in range(0, len(changes), 2)}
             bids, asks = _levels(inst, merged)
-            hub.publish(topic, orjson.dumps({
-                "e": "depthUpdate", "E": now_ms, "T": ts, "s": sym, "U": uid, "u": uid,
-                "pu": uid - 1, "b": bids, "a": asks}), name)
+            hub.publish(
+                topic,
+                orjson.dumps(
+                    {
+                        "e": "depthUpdate",
+                        "E": now_ms,
+                        "T": ts,
+                        "s": sym,
+                        "U": uid,
+                        "u": uid,
+                        "pu": uid - 1,
+                        "b": bids,
+                        "a": asks,
+                    }
+                ),
+                name,
+            )
 
     def _book_ticker(self, now_ms: int) -> None:
         book = self.market.book
@@ -123,10 +165,23 @@ class BinancePublisher:
             return
         self._last_top = top
         ps, qs = self.inst.price_str, self.inst.qty_str
-        self.hub.publish(self.book_ticker[0], orjson.dumps({
-            "e": "bookTicker", "u": self.market.update_id, "E": now_ms,
-            "T": self.market.last_ts, "s": self.sym, "b": ps(bb), "B": qs(top[1]),
-            "a": ps(ba), "A": qs(top[3])}), self.book_ticker[1])
+        self.hub.publish(
+            self.book_ticker[0],
+            orjson.dumps(
+                {
+                    "e": "bookTicker",
+                    "u": self.market.update_id,
+                    "E": now_ms,
+                    "T": self.market.last_ts,
+                    "s": self.sym,
+                    "b": ps(bb),
+                    "B": qs(top[1]),
+                    "a": ps(ba),
+                    "A": qs(top[3]),
+                }
+            ),
+            self.book_ticker[1],
+        )
 
 
 @dataclass
@@ -152,8 +207,9 @@ class BybitPublisher:
         self.hub = hub
         self.inst = market.instrument
         self.sym = self.inst.symbol
-        self.depths = {d: _BybitDepth(d, ms, f"orderbook.{d}.{self.sym}")
-                       for d, ms in BYBIT_DEPTHS.items()}
+        self.depths = {
+            d: _BybitDepth(d, ms, f"orderbook.{d}.{self.sym}") for d, ms in BYBIT_DEPTHS.items()
+        }
         self.trade_topic = f"publicTrade.{self.sym}"
         self._last_trade_price: int | None = None
         self._tick_dir = "ZeroPlusTick"
@@ -165,12 +221,18 @@ class BybitPublisher:
         st.seq = self.market.update_id
         st.cts = self.market.last_ts
 
-    def _message(self, st: _BybitDepth, kind: str, bids: list[list[str]],
-                 asks: list[list[str]], now_ms: int) -> bytes:
-        return orjson.dumps({
-            "topic": st.topic, "type": kind, "ts": now_ms,
-            "data": {"s": self.sym, "b": bids, "a": asks, "u": st.u, "seq": st.seq},
-            "cts": st.cts})
+    def _message(
+        self, st: _BybitDepth, kind: str, bids: list[list[str]], asks: list[list[str]], now_ms: int
+    ) -> bytes:
+        return orjson.dumps(
+            {
+                "topic": st.topic,
+                "type": kind,
+                "ts": now_ms,
+                "data": {"s": self.sym, "b": bids, "a": asks, "u": st.u, "seq": st.seq},
+                "cts": st.cts,
+            }
+        )
 
     def snapshot_message(self, depth: int, now_ms: int) -> bytes:
         """The snapshot a new subscriber of ``orderbook.{depth}`` starts from."""
@@ -210,8 +272,11 @@ class BybitPublisher:
             st.due_ms = now_ms - now_ms % st.interval_ms + st.interval_ms
             old_b, old_a = st.bids, st.asks
             self._capture(st)
-            db = [[ps(p), qs(q)] for p, q in sorted(st.bids.items(), reverse=True)
-                  if old_b.get(p) != q]
+            db = [
+                [ps(p), qs(q)]
+                for p, q in sorted(st.bids.items(), reverse=True)
+                if old_b.get(p) != q
+            ]
             db += [[ps(p), "0"] for p in sorted(old_b, reverse=True) if p not in st.bids]
             da = [[ps(p), qs(q)] for p, q in sorted(st.asks.items()) if old_a.get(p) != q]
             da += [[ps(p), "0"] for p in sorted(old_a) if p not in st.asks]
@@ -221,10 +286,16 @@ class BybitPublisher:
                 hub.publish(topic, self._message(st, "delta", db, da, now_ms))
             elif st.depth == 1 and now_ms - st.last_push_ms >= BYBIT_L1_RESNAPSHOT_MS:
                 st.last_push_ms = now_ms
-                hub.publish(topic, self._message(
-                    st, "snapshot",
-                    [[ps(p), qs(q)] for p, q in st.bids.items()],
-                    [[ps(p), qs(q)] for p, q in st.asks.items()], now_ms))
+                hub.publish(
+                    topic,
+                    self._message(
+                        st,
+                        "snapshot",
+                        [[ps(p), qs(q)] for p, q in st.bids.items()],
+                        [[ps(p), qs(q)] for p, q in st.asks.items()],
+                        now_ms,
+                    ),
+                )
         if out.trades:
             data = []
             for t in out.trades:
@@ -232,14 +303,27 @@ class BybitPublisher:
                 if last is not None and t.price != last:
                     self._tick_dir = "PlusTick" if t.price > last else "MinusTick"
                 elif last is not None:
-                    self._tick_dir = ("ZeroPlusTick" if self._tick_dir.endswith("PlusTick")
-                                      else "ZeroMinusTick")
+                    self._tick_dir = (
+                        "ZeroPlusTick" if self._tick_dir.endswith("PlusTick") else "ZeroMinusTick"
+                    )
                 self._last_trade_price = t.price
-                data.append({"T": t.ts, "s": self.sym, "S": "Buy" if t.taker_side == BID
-                             else "Sell", "v": qs(t.qty), "p": ps(t.price),
-                             "L": self._tick_dir, "i": f"{self.sym}-{t.trade_id}",
-                             "BT": False, "seq": t.update_id})
+                data.append(
+                    {
+                        "T": t.ts,
+                        "s": self.sym,
+                        "S": "Buy" if t.taker_side == BID else "Sell",
+                        "v": qs(t.qty),
+                        "p": ps(t.price),
+                        "L": self._tick_dir,
+                        "i": f"{self.sym}-{t.trade_id}",
+                        "BT": False,
+                        "seq": t.update_id,
+                    }
+                )
             if hub.has("y:" + self.trade_topic):
-                hub.publish("y:" + self.trade_topic, orjson.dumps({
-                    "topic": self.trade_topic, "type": "snapshot", "ts": now_ms,
-                    "data": data}))
+                hub.publish(
+                    "y:" + self.trade_topic,
+                    orjson.dumps(
+                        {"topic": self.trade_topic, "type": "snapshot", "ts": now_ms, "data": data}
+                    ),
+                )

@@ -13,6 +13,7 @@ from collections import deque
 from collections.abc import Callable
 
 from aiohttp import WSMsgType, web
+
 from depthflow.sim.faults import FaultConfig, StreamFaults
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,9 @@ class Connection:
     """One client WebSocket. ``wrap`` turns a topic payload into the wire form for this
     connection (Binance combined streams wrap, raw streams do not)."""
 
-    def __init__(self, ws: web.WebSocketResponse, hub: Hub, public: bool,
-                 combined: bool = False) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, hub: Hub, public: bool, combined: bool = False
+    ) -> None:
         self.id = next(_conn_ids)
         self.conn_id = f"sim-{self.id:08x}"
         self.ws = ws

@@ -92,8 +92,9 @@ class Account:
         return self.positions.setdefault(symbol, Position())
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
-        return [o for o in self.orders.values()
-                if o.is_open and (symbol is None or o.symbol == symbol)]
+        return [
+            o for o in self.orders.values() if o.is_open and (symbol is None or o.symbol == symbol)
+        ]
 
 
 @dataclass
@@ -124,8 +125,11 @@ class Exchange:
         self.maker_fee = Decimal(str(settings.maker_fee))
         self.taker_fee = Decimal(str(settings.taker_fee))
         self.accounts: dict[str, Account] = {}
-        self.add_account(settings.api_key, settings.api_secret.get_secret_value(),
-                         Decimal(str(settings.starting_balance)))
+        self.add_account(
+            settings.api_key,
+            settings.api_secret.get_secret_value(),
+            Decimal(str(settings.starting_balance)),
+        )
         self._ids = itertools.count(1_000_000_001)
         self._resting: dict[int, Order] = {}
         self.events: list[AccountEvent] = []
@@ -160,15 +164,17 @@ class Exchange:
         return (self.mark(symbol) - pos.entry) * pos.qty
 
     def position_margin(self, acct: Account) -> Decimal:
-        return sum((abs(p.qty) * p.entry / self.leverage for p in acct.positions.values()),
-                   ZERO)
+        return sum((abs(p.qty) * p.entry / self.leverage for p in acct.positions.values()), ZERO)
 
     def order_margin(self, acct: Account) -> Decimal:
         total = ZERO
         for o in acct.open_orders():
             if o.price is not None and not o.reduce_only:
-                total += (self.qty_dec(o.symbol, o.qty - o.filled)
-                          * self.price_dec(o.symbol, o.price) / self.leverage)
+                total += (
+                    self.qty_dec(o.symbol, o.qty - o.filled)
+                    * self.price_dec(o.symbol, o.price)
+                    / self.leverage
+                )
         return total
 
     def available(self, acct: Account) -> Decimal:
@@ -176,9 +182,20 @@ class Exchange:
         return acct.wallet + min(upnl, ZERO) - self.position_margin(acct) - self.order_margin(acct)
 
     # -- orders ---------------------------------------------------------------------------
-    def place(self, acct: Account, symbol: str, side: int, otype: str, qty: int,
-              price: int | None, tif: str, reduce_only: bool, client_id: str, origin: str,
-              now: int) -> Order:
+    def place(
+        self,
+        acct: Account,
+        symbol: str,
+        side: int,
+        otype: str,
+        qty: int,
+        price: int | None,
+        tif: str,
+        reduce_only: bool,
+        client_id: str,
+        origin: str,
+        now: int,
+    ) -> Order:
         """Validate, match and (for GTC limits) rest an order. Raises ``TradingError``."""
         market = self.markets.get(symbol)
         if market is None:
@@ -192,8 +209,11 @@ class Exchange:
                 raise TradingError("reduce_only_rejected")
             qty = min(qty, abs(pos_lots))
         else:
-            ref = price if price is not None else (
-                market.book.best_ask if side == BID else market.book.best_bid)
+            ref = (
+                price
+                if price is not None
+                else (market.book.best_ask if side == BID else market.book.best_bid)
+            )
             if ref in (NO_ASK, NO_BID):
                 ref = int(market.ref)
             need = self.qty_dec(symbol, qty) * self.price_dec(symbol, ref) / self.leverage
@@ -202,8 +222,20 @@ class Exchange:
                 raise TradingError("insufficient_margin")
         if tif == "GTX" and price is not None and market.would_cross(side, price):
             raise TradingError("post_only_would_match")
-        order = Order(next(self._ids), client_id, symbol, side, otype, tif, price, qty,
-                      reduce_only, origin, now, now)
+        order = Order(
+            next(self._ids),
+            client_id,
+            symbol,
+            side,
+            otype,
+            tif,
+            price,
+            qty,
+            reduce_only,
+            origin,
+            now,
+            now,
+        )
         acct.orders[order.order_id] = order
         self.events.append(AccountEvent(acct, order, "NEW", None, now))
         if tif == "FOK" and self._liquidity(market, side, price, qty) < qty:
@@ -235,13 +267,22 @@ class Exchange:
                 break
         return total
 
-    def _fill(self, acct: Account, order: Order, qty: int, price: int, trade_id: int,
-              maker: bool, now: int) -> None:
+    def _fill(
+        self,
+        acct: Account,
+        order: Order,
+        qty: int,
+        price: int,
+        trade_id: int,
+        maker: bool,
+        now: int,
+    ) -> None:
         sym = order.symbol
         q = self.qty_dec(sym, qty)
         px = self.price_dec(sym, price)
         fee = (q * px * (self.maker_fee if maker else self.taker_fee)).quantize(
-            Decimal("0.00000001"))
+            Decimal("0.00000001")
+        )
         pos = acct.position(sym)
         d = q if order.side == BID else -q
         realized = ZERO
@@ -293,21 +334,24 @@ class Exchange:
                 return acct
         return None
 
-    def find(self, acct: Account, symbol: str, order_id: int | None,
-             client_id: str | None) -> Order:
+    def find(
+        self, acct: Account, symbol: str, order_id: int | None, client_id: str | None
+    ) -> Order:
         if order_id is not None:
             o = acct.orders.get(order_id)
             if o is not None and o.symbol == symbol:
                 return o
         elif client_id:
-            hits = [o for o in acct.orders.values()
-                    if o.client_id == client_id and o.symbol == symbol]
+            hits = [
+                o for o in acct.orders.values() if o.client_id == client_id and o.symbol == symbol
+            ]
             if hits:
                 return max(hits, key=lambda o: o.order_id)
         raise TradingError("unknown_order")
 
-    def cancel(self, acct: Account, symbol: str, order_id: int | None,
-               client_id: str | None, now: int) -> Order:
+    def cancel(
+        self, acct: Account, symbol: str, order_id: int | None, client_id: str | None, now: int
+    ) -> Order:
         order = self.find(acct, symbol, order_id, client_id)
         if not order.is_open:
             raise TradingError("unknown_order")

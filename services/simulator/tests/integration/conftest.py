@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 import pytest_asyncio
+
 from depthflow.sim.app import Simulator
 from depthflow.sim.config import DEFAULT_API_KEY, DEFAULT_API_SECRET, SimSettings
 from depthflow.sim.faults import FaultConfig
@@ -24,8 +25,12 @@ async def start_sim() -> AsyncIterator[SimFactory]:
     started: list[Simulator] = []
 
     async def start(**overrides: Any) -> Simulator:
-        conf: dict[str, Any] = {"port": 0, "symbols": "BTCUSDT,ETHUSDT", "seed": 1,
-                                "rate": 300.0} | overrides
+        conf: dict[str, Any] = {
+            "port": 0,
+            "symbols": "BTCUSDT,ETHUSDT",
+            "seed": 1,
+            "rate": 300.0,
+        } | overrides
         sim = Simulator(SimSettings(**conf))
         await sim.start()
         started.append(sim)
@@ -51,8 +56,9 @@ def base(sim: Simulator, scheme: str = "http") -> str:
     return f"{scheme}://127.0.0.1:{sim.port}"
 
 
-def binance_signed(params: dict[str, Any], secret: str = DEFAULT_API_SECRET,
-                   timestamp: int | None = None) -> str:
+def binance_signed(
+    params: dict[str, Any], secret: str = DEFAULT_API_SECRET, timestamp: int | None = None
+) -> str:
     """A Binance signed query string (HMAC-SHA256 of the query, hex)."""
     q = dict(params)
     q.setdefault("timestamp", timestamp if timestamp is not None else int(time.time() * 1000))
@@ -61,14 +67,25 @@ def binance_signed(params: dict[str, Any], secret: str = DEFAULT_API_SECRET,
     return f"{query}&signature={sig}"
 
 
-def bybit_headers(payload: str, key: str = DEFAULT_API_KEY, secret: str = DEFAULT_API_SECRET,
-                  ts: int | None = None, recv: int = 5000) -> dict[str, str]:
+def bybit_headers(
+    payload: str,
+    key: str = DEFAULT_API_KEY,
+    secret: str = DEFAULT_API_SECRET,
+    ts: int | None = None,
+    recv: int = 5000,
+) -> dict[str, str]:
     t = str(ts if ts is not None else int(time.time() * 1000))
-    sig = hmac.new(secret.encode(), (t + key + str(recv) + payload).encode(),
-                   hashlib.sha256).hexdigest()
-    return {"X-BAPI-API-KEY": key, "X-BAPI-TIMESTAMP": t, "X-BAPI-SIGN": sig,
-            "X-BAPI-RECV-WINDOW": str(recv), "X-BAPI-SIGN-TYPE": "2",
-            "Content-Type": "application/json"}
+    sig = hmac.new(
+        secret.encode(), (t + key + str(recv) + payload).encode(), hashlib.sha256
+    ).hexdigest()
+    return {
+        "X-BAPI-API-KEY": key,
+        "X-BAPI-TIMESTAMP": t,
+        "X-BAPI-SIGN": sig,
+        "X-BAPI-RECV-WINDOW": str(recv),
+        "X-BAPI-SIGN-TYPE": "2",
+        "Content-Type": "application/json",
+    }
 
 
 KEY_HEADER = {"X-MBX-APIKEY": DEFAULT_API_KEY}

@@ -10,6 +10,7 @@ from itertools import pairwise
 import aiohttp
 import orjson
 import websockets
+
 from depthflow.common.testing import eventually_async
 from depthflow.sim.app import Simulator
 
@@ -50,8 +51,9 @@ def _apply(book: dict[Decimal, Decimal], levels: list[list[str]]) -> None:
             book[Decimal(price)] = Decimal(qty)
 
 
-async def test_snapshot_plus_diffs_rebuilds_truth(sim: Simulator,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_snapshot_plus_diffs_rebuilds_truth(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     async with websockets.connect(base(sim, "ws") + "/ws/btcusdt@depth@100ms") as ws:
         buffered: list[dict] = []
 
@@ -78,8 +80,9 @@ async def test_snapshot_plus_diffs_rebuilds_truth(sim: Simulator,
         _apply(bids, ev["b"])
         _apply(asks, ev["a"])
         prev_u = ev["u"]
-    async with http.get(base(sim) + f"/sim/truth?symbol=BTCUSDT&update_id={prev_u}"
-                        "&depth=1000") as r:
+    async with http.get(
+        base(sim) + f"/sim/truth?symbol=BTCUSDT&update_id={prev_u}&depth=1000"
+    ) as r:
         truth = await r.json()
     assert truth["update_id"] == prev_u
     # the snapshot held 1000 levels; compare the levels every diff kept inside that range
@@ -96,9 +99,15 @@ async def _ready(buf: list[dict], n: int = 1) -> bool:
 
 async def test_live_subscribe_unsubscribe_and_errors(sim: Simulator) -> None:
     async with websockets.connect(base(sim, "ws") + "/ws") as ws:
-        await ws.send(orjson.dumps({"method": "SUBSCRIBE",
-                                    "params": ["ethusdt@aggTrade", "ethusdt@bookTicker"],
-                                    "id": 7}).decode())
+        await ws.send(
+            orjson.dumps(
+                {
+                    "method": "SUBSCRIBE",
+                    "params": ["ethusdt@aggTrade", "ethusdt@bookTicker"],
+                    "id": 7,
+                }
+            ).decode()
+        )
         seen: set[str] = set()
         reply = None
         while len(seen) < 2 or reply is None:
@@ -109,8 +118,9 @@ async def test_live_subscribe_unsubscribe_and_errors(sim: Simulator) -> None:
                 seen.add(m["e"])
         assert reply == {"result": None, "id": 7}
         assert seen == {"aggTrade", "bookTicker"}
-        await ws.send(orjson.dumps({"method": "SUBSCRIBE", "params": ["nope@depth"],
-                                    "id": 8}).decode())
+        await ws.send(
+            orjson.dumps({"method": "SUBSCRIBE", "params": ["nope@depth"], "id": 8}).decode()
+        )
         await ws.send("{not json")
         await ws.send(orjson.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 9}).decode())
         replies = {}
@@ -123,8 +133,9 @@ async def test_live_subscribe_unsubscribe_and_errors(sim: Simulator) -> None:
         assert replies[9]["result"] == ["ethusdt@aggTrade", "ethusdt@bookTicker"]
 
 
-async def test_dropped_messages_make_real_pu_gaps(sim: Simulator,
-                                                  http: aiohttp.ClientSession) -> None:
+async def test_dropped_messages_make_real_pu_gaps(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     async with http.post(base(sim) + "/sim/faults", json={"drop_rate": 0.3}) as r:
         assert (await r.json())["drop_rate"] == 0.3
     try:
@@ -137,8 +148,7 @@ async def test_dropped_messages_make_real_pu_gaps(sim: Simulator,
     assert gaps > 5
 
 
-async def test_disconnect_fault_closes_streams(sim: Simulator,
-                                               http: aiohttp.ClientSession) -> None:
+async def test_disconnect_fault_closes_streams(sim: Simulator, http: aiohttp.ClientSession) -> None:
     await http.post(base(sim) + "/sim/faults", json={"disconnect_every_s": 0.3})
     try:
         async with websockets.connect(base(sim, "ws") + "/ws/btcusdt@depth@100ms") as ws:

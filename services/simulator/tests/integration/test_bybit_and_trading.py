@@ -9,17 +9,22 @@ from decimal import Decimal
 import aiohttp
 import orjson
 import websockets
+
 from depthflow.common.testing import eventually_async
 from depthflow.sim.app import Simulator
 
 from .conftest import KEY_HEADER, SimFactory, base, binance_signed, bybit_headers
 
 
-async def test_bybit_snapshot_plus_deltas_equals_truth(sim: Simulator,
-                                                       http: aiohttp.ClientSession) -> None:
+async def test_bybit_snapshot_plus_deltas_equals_truth(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     async with websockets.connect(base(sim, "ws") + "/v5/public/linear") as ws:
-        await ws.send(orjson.dumps({"op": "subscribe", "req_id": "r1",
-                                    "args": ["orderbook.50.BTCUSDT"]}).decode())
+        await ws.send(
+            orjson.dumps(
+                {"op": "subscribe", "req_id": "r1", "args": ["orderbook.50.BTCUSDT"]}
+            ).decode()
+        )
         ack = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
         assert ack["success"] is True and ack["op"] == "subscribe" and ack["req_id"] == "r1"
         snap = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -44,8 +49,9 @@ async def test_bybit_snapshot_plus_deltas_equals_truth(sim: Simulator,
     assert sorted(asks.items(), key=lambda kv: Decimal(kv[0])) == [tuple(x) for x in truth["asks"]]
 
 
-async def test_bybit_ping_trades_bad_topic_and_restart(sim: Simulator,
-                                                       http: aiohttp.ClientSession) -> None:
+async def test_bybit_ping_trades_bad_topic_and_restart(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     async with websockets.connect(base(sim, "ws") + "/v5/public/linear") as ws:
         await ws.send('{"op":"ping","req_id":"p"}')
         pong = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -77,7 +83,8 @@ async def test_bybit_ping_trades_bad_topic_and_restart(sim: Simulator,
 
 
 async def test_binance_signed_endpoints_reject_with_exchange_codes(
-        sim: Simulator, http: aiohttp.ClientSession) -> None:
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     url = base(sim) + "/fapi/v2/balance?"
     async with http.get(url + binance_signed({})) as r:  # no key
         assert (r.status, (await r.json())["code"]) == (401, -2014)
@@ -98,7 +105,8 @@ async def test_binance_signed_endpoints_reject_with_exchange_codes(
 
 
 async def test_bybit_signed_endpoints_reject_with_exchange_codes(
-        sim: Simulator, http: aiohttp.ClientSession) -> None:
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     q = "accountType=UNIFIED"
     url = base(sim) + "/v5/account/wallet-balance?" + q
     async with http.get(url, headers=bybit_headers(q, key="nope")) as r:
@@ -114,23 +122,26 @@ async def test_bybit_signed_endpoints_reject_with_exchange_codes(
 
 
 async def _post_order(http: aiohttp.ClientSession, sim: Simulator, **params: str) -> dict:
-    async with http.post(base(sim) + "/fapi/v1/order",
-                         data=binance_signed({"newOrderRespType": "RESULT", **params}),
-                         headers={**KEY_HEADER,
-                                  "Content-Type": "application/x-www-form-urlencoded"}) as r:
+    async with http.post(
+        base(sim) + "/fapi/v1/order",
+        data=binance_signed({"newOrderRespType": "RESULT", **params}),
+        headers={**KEY_HEADER, "Content-Type": "application/x-www-form-urlencoded"},
+    ) as r:
         return await r.json()
 
 
 async def test_market_order_sweeps_levels_with_partial_fills_and_fees(
-        start_sim: SimFactory, http: aiohttp.ClientSession) -> None:
+    start_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
     sim = await start_sim(rate=1.0)  # a near-still book so the sweep is predictable
     market = sim.markets["BTCUSDT"]
     _, _, asks = market.snapshot(3)
     qty_lots = asks[0][1] + asks[1][1] // 2  # all of level 1, part of level 2
     inst = market.instrument
     async with await _listen(sim, http) as ws:
-        order = await _post_order(http, sim, symbol="BTCUSDT", side="BUY", type="MARKET",
-                                  quantity=inst.qty_str(qty_lots))
+        order = await _post_order(
+            http, sim, symbol="BTCUSDT", side="BUY", type="MARKET", quantity=inst.qty_str(qty_lots)
+        )
         trades = []
         while len(trades) < 2:
             ev = orjson.loads(await asyncio.wait_for(ws.recv(), 5))
@@ -145,12 +156,15 @@ async def test_market_order_sweeps_levels_with_partial_fills_and_fees(
     assert [t["L"] for t in trades] == [inst.price_str(asks[0][0]), inst.price_str(asks[1][0])]
     assert trades[0]["X"] == "PARTIALLY_FILLED" and trades[1]["X"] == "FILLED"
     assert sum(Decimal(t["n"]) for t in trades) == fee
-    async with http.get(base(sim) + "/fapi/v2/positionRisk?" + binance_signed(
-            {"symbol": "BTCUSDT"}), headers=KEY_HEADER) as r:
+    async with http.get(
+        base(sim) + "/fapi/v2/positionRisk?" + binance_signed({"symbol": "BTCUSDT"}),
+        headers=KEY_HEADER,
+    ) as r:
         pos = (await r.json())[0]
     assert Decimal(pos["positionAmt"]) == Decimal(inst.qty_str(qty_lots))
-    async with http.get(base(sim) + "/fapi/v2/balance?" + binance_signed({}),
-                        headers=KEY_HEADER) as r:
+    async with http.get(
+        base(sim) + "/fapi/v2/balance?" + binance_signed({}), headers=KEY_HEADER
+    ) as r:
         assert Decimal((await r.json())[0]["balance"]) == Decimal(100000) - fee
 
 
@@ -162,63 +176,129 @@ async def _listen(sim: Simulator, http: aiohttp.ClientSession) -> websockets.con
 
 
 async def test_limit_orders_rest_duplicates_cancel_and_reduce_only(
-        sim: Simulator, http: aiohttp.ClientSession) -> None:
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     market = sim.markets["ETHUSDT"]
     inst = market.instrument
     far = inst.price_str(market.book.best_bid - 500)
-    o = await _post_order(http, sim, symbol="ETHUSDT", side="BUY", type="LIMIT",
-                          timeInForce="GTC", quantity="0.010", price=far,
-                          newClientOrderId="dup-1")
+    o = await _post_order(
+        http,
+        sim,
+        symbol="ETHUSDT",
+        side="BUY",
+        type="LIMIT",
+        timeInForce="GTC",
+        quantity="0.010",
+        price=far,
+        newClientOrderId="dup-1",
+    )
     assert o["status"] == "NEW"
-    dup = await _post_order(http, sim, symbol="ETHUSDT", side="BUY", type="LIMIT",
-                            timeInForce="GTC", quantity="0.010", price=far,
-                            newClientOrderId="dup-1")
+    dup = await _post_order(
+        http,
+        sim,
+        symbol="ETHUSDT",
+        side="BUY",
+        type="LIMIT",
+        timeInForce="GTC",
+        quantity="0.010",
+        price=far,
+        newClientOrderId="dup-1",
+    )
     assert dup["code"] == -4116
     truth = await (await http.get(base(sim) + "/sim/truth?symbol=ETHUSDT&depth=1000")).json()
     assert any(p == far for p, _ in truth["bids"])
-    async with http.delete(base(sim) + "/fapi/v1/order?" + binance_signed(
-            {"symbol": "ETHUSDT", "origClientOrderId": "dup-1"}), headers=KEY_HEADER) as r:
+    async with http.delete(
+        base(sim)
+        + "/fapi/v1/order?"
+        + binance_signed({"symbol": "ETHUSDT", "origClientOrderId": "dup-1"}),
+        headers=KEY_HEADER,
+    ) as r:
         assert (await r.json())["status"] == "CANCELED"
-    async with http.delete(base(sim) + "/fapi/v1/order?" + binance_signed(
-            {"symbol": "ETHUSDT", "orderId": o["orderId"]}), headers=KEY_HEADER) as r:
+    async with http.delete(
+        base(sim)
+        + "/fapi/v1/order?"
+        + binance_signed({"symbol": "ETHUSDT", "orderId": o["orderId"]}),
+        headers=KEY_HEADER,
+    ) as r:
         assert (await r.json())["code"] == -2011
-    ro = await _post_order(http, sim, symbol="ETHUSDT", side="SELL", type="MARKET",
-                           quantity="0.010", reduceOnly="true")
+    ro = await _post_order(
+        http, sim, symbol="ETHUSDT", side="SELL", type="MARKET", quantity="0.010", reduceOnly="true"
+    )
     assert ro["code"] == -2022
-    bad_tick = await _post_order(http, sim, symbol="ETHUSDT", side="BUY", type="LIMIT",
-                                 timeInForce="GTC", quantity="0.010", price="100.005")
+    bad_tick = await _post_order(
+        http,
+        sim,
+        symbol="ETHUSDT",
+        side="BUY",
+        type="LIMIT",
+        timeInForce="GTC",
+        quantity="0.010",
+        price="100.005",
+    )
     assert bad_tick["code"] in (-1111, -4014)
-    ioc = await _post_order(http, sim, symbol="ETHUSDT", side="BUY", type="LIMIT",
-                            timeInForce="IOC", quantity="0.010", price=far)
+    ioc = await _post_order(
+        http,
+        sim,
+        symbol="ETHUSDT",
+        side="BUY",
+        type="LIMIT",
+        timeInForce="IOC",
+        quantity="0.010",
+        price=far,
+    )
     assert ioc["status"] == "EXPIRED"
 
 
-async def test_resting_order_fills_from_market_flow(start_sim: SimFactory,
-                                                    http: aiohttp.ClientSession) -> None:
+async def test_resting_order_fills_from_market_flow(
+    start_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
     sim = await start_sim(rate=2000.0, symbols="BTCUSDT")
     inst = sim.markets["BTCUSDT"].instrument
     price = inst.price_str(sim.markets["BTCUSDT"].book.best_bid)
-    o = await _post_order(http, sim, symbol="BTCUSDT", side="BUY", type="LIMIT",
-                          timeInForce="GTC", quantity="0.001", price=price)
+    o = await _post_order(
+        http,
+        sim,
+        symbol="BTCUSDT",
+        side="BUY",
+        type="LIMIT",
+        timeInForce="GTC",
+        quantity="0.001",
+        price=price,
+    )
 
     async def filled() -> bool:
-        async with http.get(base(sim) + "/fapi/v1/order?" + binance_signed(
-                {"symbol": "BTCUSDT", "orderId": o["orderId"]}), headers=KEY_HEADER) as r:
+        async with http.get(
+            base(sim)
+            + "/fapi/v1/order?"
+            + binance_signed({"symbol": "BTCUSDT", "orderId": o["orderId"]}),
+            headers=KEY_HEADER,
+        ) as r:
             return (await r.json())["status"] == "FILLED"
 
     await eventually_async(filled, timeout=15, what="maker fill from the simulated flow")
 
 
-async def test_bybit_order_create_realtime_and_duplicate(sim: Simulator,
-                                                         http: aiohttp.ClientSession) -> None:
-    body = orjson.dumps({"category": "linear", "symbol": "BTCUSDT", "side": "Buy",
-                         "orderType": "Market", "qty": "0.002", "orderLinkId": "by-1"}).decode()
-    async with http.post(base(sim) + "/v5/order/create", data=body,
-                         headers=bybit_headers(body)) as r:
+async def test_bybit_order_create_realtime_and_duplicate(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
+    body = orjson.dumps(
+        {
+            "category": "linear",
+            "symbol": "BTCUSDT",
+            "side": "Buy",
+            "orderType": "Market",
+            "qty": "0.002",
+            "orderLinkId": "by-1",
+        }
+    ).decode()
+    async with http.post(
+        base(sim) + "/v5/order/create", data=body, headers=bybit_headers(body)
+    ) as r:
         res = await r.json()
     assert res["retCode"] == 0 and res["result"]["orderLinkId"] == "by-1"
-    async with http.post(base(sim) + "/v5/order/create", data=body,
-                         headers=bybit_headers(body)) as r:
+    async with http.post(
+        base(sim) + "/v5/order/create", data=body, headers=bybit_headers(body)
+    ) as r:
         assert (await r.json())["retCode"] == 110072
     q = "category=linear&symbol=BTCUSDT&orderLinkId=by-1"
     async with http.get(base(sim) + "/v5/order/realtime?" + q, headers=bybit_headers(q)) as r:
@@ -230,8 +310,9 @@ async def test_bybit_order_create_realtime_and_duplicate(sim: Simulator,
     assert pos["side"] == "Buy" and Decimal(pos["size"]) == Decimal("0.002")
 
 
-async def test_bad_requests_get_exchange_error_shapes(sim: Simulator,
-                                                      http: aiohttp.ClientSession) -> None:
+async def test_bad_requests_get_exchange_error_shapes(
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     b = base(sim)
     cases = [
         ("GET", "/fapi/v1/depth?symbol=NOPEUSDT", -1121),
@@ -243,13 +324,17 @@ async def test_bad_requests_get_exchange_error_shapes(sim: Simulator,
     for method, path, code in cases:
         async with http.request(method, b + path) as r:
             assert r.status < 500 and (await r.json())["code"] == code, path
-    async with http.post(b + "/fapi/v1/order", data="%%%&&==", headers={
-            **KEY_HEADER, "Content-Type": "application/x-www-form-urlencoded"}) as r:
+    async with http.post(
+        b + "/fapi/v1/order",
+        data="%%%&&==",
+        headers={**KEY_HEADER, "Content-Type": "application/x-www-form-urlencoded"},
+    ) as r:
         assert r.status < 500 and "code" in await r.json()
     async with http.get(b + "/v5/market/orderbook?category=linear&symbol=NOPE") as r:
         assert (await r.json())["retCode"] == 10001
-    async with http.post(b + "/v5/order/create", data="{not json",
-                         headers=bybit_headers("{not json")) as r:
+    async with http.post(
+        b + "/v5/order/create", data="{not json", headers=bybit_headers("{not json")
+    ) as r:
         assert r.status == 200 and (await r.json())["retCode"] == 10001
     async with http.post(b + "/sim/faults", data="[1") as r:
         assert r.status == 400
@@ -257,8 +342,9 @@ async def test_bad_requests_get_exchange_error_shapes(sim: Simulator,
         assert r.status == 404
 
 
-async def test_weight_limit_429_then_418(start_sim: SimFactory,
-                                         http: aiohttp.ClientSession) -> None:
+async def test_weight_limit_429_then_418(
+    start_sim: SimFactory, http: aiohttp.ClientSession
+) -> None:
     sim = await start_sim(weight_limit=10, ban_after=2)
     statuses = []
     for _ in range(12):
@@ -272,32 +358,54 @@ async def test_weight_limit_429_then_418(start_sim: SimFactory,
 async def test_unknown_503_order_was_placed(sim: Simulator, http: aiohttp.ClientSession) -> None:
     await http.post(base(sim) + "/sim/faults", json={"unknown_503_rate": 1.0})
     try:
-        res = await _post_order(http, sim, symbol="BTCUSDT", side="BUY", type="MARKET",
-                                quantity="0.001", newClientOrderId="maybe-1")
+        res = await _post_order(
+            http,
+            sim,
+            symbol="BTCUSDT",
+            side="BUY",
+            type="MARKET",
+            quantity="0.001",
+            newClientOrderId="maybe-1",
+        )
         assert res["code"] == -1007
     finally:
         await http.post(base(sim) + "/sim/faults", json={"unknown_503_rate": 0})
-    async with http.get(base(sim) + "/fapi/v1/order?" + binance_signed(
-            {"symbol": "BTCUSDT", "origClientOrderId": "maybe-1"}), headers=KEY_HEADER) as r:
+    async with http.get(
+        base(sim)
+        + "/fapi/v1/order?"
+        + binance_signed({"symbol": "BTCUSDT", "origClientOrderId": "maybe-1"}),
+        headers=KEY_HEADER,
+    ) as r:
         assert (await r.json())["status"] == "FILLED"
 
 
 async def test_slow_answers_and_late_user_stream_after_the_order_took_effect(
-        sim: Simulator, http: aiohttp.ClientSession) -> None:
+    sim: Simulator, http: aiohttp.ClientSession
+) -> None:
     """``slow_response_ms`` delays the answer, not the order; ``user_stream_delay_ms``
     holds account events back, in order. ``/sim/orders`` sees through both."""
     async with await _listen(sim, http) as ws:
-        await http.post(base(sim) + "/sim/faults",
-                        json={"slow_response_ms": 1500, "user_stream_delay_ms": 2500})
+        await http.post(
+            base(sim) + "/sim/faults", json={"slow_response_ms": 1500, "user_stream_delay_ms": 2500}
+        )
         try:
             started = time.monotonic()
-            placing = asyncio.create_task(_post_order(
-                http, sim, symbol="BTCUSDT", side="BUY", type="MARKET", quantity="0.001",
-                newClientOrderId="late-1"))
+            placing = asyncio.create_task(
+                _post_order(
+                    http,
+                    sim,
+                    symbol="BTCUSDT",
+                    side="BUY",
+                    type="MARKET",
+                    quantity="0.001",
+                    newClientOrderId="late-1",
+                )
+            )
 
             async def on_venue() -> list:
-                async with http.get(base(sim) + "/sim/orders",
-                                    params={"client_order_id": "late-1"}) as r:
+                async with http.get(
+                    base(sim) + "/sim/orders", params={"client_order_id": "late-1"}
+                ) as r:
                     return await r.json()
 
             found = await eventually_async(on_venue, timeout=1.0, what="order on the venue")
@@ -313,7 +421,8 @@ async def test_slow_answers_and_late_user_stream_after_the_order_took_effect(
             assert event["o"]["c"] == "late-1"
             assert time.monotonic() - started >= 2.5
         finally:
-            await http.post(base(sim) + "/sim/faults",
-                            json={"slow_response_ms": 0, "user_stream_delay_ms": 0})
+            await http.post(
+                base(sim) + "/sim/faults", json={"slow_response_ms": 0, "user_stream_delay_ms": 0}
+            )
     async with http.get(base(sim) + "/sim/orders") as r:
         assert r.status == 400

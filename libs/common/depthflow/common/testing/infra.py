@@ -55,8 +55,12 @@ def pg_ready(dsn: str) -> bool:
 def _start_local() -> str:
     if not INFRA_SCRIPT.exists():
         return f"{INFRA_SCRIPT} is missing"
-    proc = subprocess.run(  # noqa: S603 - our own script, bash from PATH
-        ["bash", str(INFRA_SCRIPT), "up"], capture_output=True, text=True, timeout=600, check=False  # noqa: S607
+    proc = subprocess.run(  # noqa: S603 - our own script
+        ["bash", str(INFRA_SCRIPT), "up"],  # noqa: S607 - bash from PATH
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     return "" if proc.returncode == 0 else proc.stderr[-2000:]
 

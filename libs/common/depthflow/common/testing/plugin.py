@@ -101,7 +101,11 @@ def private_postgres(pg_dsn: str) -> Iterator[tuple[str, Callable[[str], None]]]
     def run_infra(command: str) -> None:
         proc = subprocess.run(  # noqa: S603 - our own script, bash from PATH
             ["bash", str(infra.INFRA_SCRIPT), command],  # noqa: S607
-            env=env, capture_output=True, text=True, timeout=120, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert proc.returncode == 0, proc.stderr
 

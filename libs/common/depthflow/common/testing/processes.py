@@ -52,7 +52,10 @@ class ServiceProcess:
         exe = Path(sys.executable).with_name("depthflow")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [str(exe), *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [str(exe), *self.args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.starts += 1
@@ -67,8 +70,9 @@ class ServiceProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive:
-                raise AssertionError(f"{self.name} exited ({self.proc and self.proc.returncode}):"
-                                     f"\n{self.log_tail()}")
+                raise AssertionError(
+                    f"{self.name} exited ({self.proc and self.proc.returncode}):\n{self.log_tail()}"
+                )
             if self.health_url is None or http_ok(self.health_url):
                 return
             time.sleep(0.1)

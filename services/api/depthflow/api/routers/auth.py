@@ -6,6 +6,8 @@ import math
 import time
 from typing import Annotated
 
+from fastapi import APIRouter, Body, HTTPException, Request, Response, status
+
 from depthflow.api.auth import AuthError, password_problem
 from depthflow.api.deps import AdminUser, ApiDeps, CurrentUser, Deps, client_ip, unauthorized
 from depthflow.api.models import (
@@ -20,7 +22,6 @@ from depthflow.api.models import (
     UserOut,
     VerifyOut,
 )
-from fastapi import APIRouter, Body, HTTPException, Request, Response, status
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 NO_STORE = {"Cache-Control": "no-store"}

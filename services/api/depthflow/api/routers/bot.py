@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
+
 from depthflow.api.control import VersionConflict
 from depthflow.api.deps import AdminUser, ApiDeps, CurrentUser, Deps, client_ip
 from depthflow.api.models import (
@@ -21,7 +23,6 @@ from depthflow.api.models import (
     ServicesRequest,
     ServiceStatusOut,
 )
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
 router = APIRouter(prefix="/bot", tags=["bot"])
 ServiceName = Annotated[str, Path(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from fastapi import APIRouter, HTTPException, Path, Query, status
+
 from depthflow.api.deps import CurrentUser, Deps
 from depthflow.api.models import (
     ERRORS,
@@ -15,7 +17,6 @@ from depthflow.api.models import (
     SymbolMetrics,
 )
 from depthflow.api.views import BookState, now_us
-from fastapi import APIRouter, HTTPException, Path, Query, status
 
 router = APIRouter(prefix="/data", tags=["data"])
 Symbol = Annotated[str, Path(pattern=r"^[A-Za-z0-9]{2,30}$", description="e.g. BTCUSDT")]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from depthflow.api.deps import Deps
-from depthflow.api.models import Health
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from depthflow.api.deps import Deps
+from depthflow.api.models import Health
 
 router = APIRouter(tags=["ops"])
 

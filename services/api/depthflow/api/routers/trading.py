@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from fastapi import APIRouter, Query
+
 from depthflow.api.deps import ApiDeps, CurrentUser, Deps
 from depthflow.api.models import (
     ERRORS,
@@ -16,7 +18,6 @@ from depthflow.api.models import (
     SignalOut,
     SignalsOut,
 )
-from fastapi import APIRouter, Query
 
 router = APIRouter(prefix="/trading", tags=["trading"])
 

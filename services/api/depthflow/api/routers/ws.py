@@ -21,10 +21,11 @@ import time
 from typing import Any
 
 import orjson
-from depthflow.api.deps import ApiDeps, Principal, authenticate
-from depthflow.api.hub import ALL, Channel, Client
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from depthflow.api.deps import ApiDeps, Principal, authenticate
+from depthflow.api.hub import ALL, Channel, Client
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["websocket"])

@@ -12,5 +12,13 @@ from depthflow.executor.venues.base import (
     VenueUnknown,
 )
 
-__all__ = ["NewOrder", "OrderReport", "ReportSink", "Venue", "VenueError", "VenueRejected",
-           "VenueUnavailable", "VenueUnknown"]
+__all__ = [
+    "NewOrder",
+    "OrderReport",
+    "ReportSink",
+    "Venue",
+    "VenueError",
+    "VenueRejected",
+    "VenueUnavailable",
+    "VenueUnknown",
+]

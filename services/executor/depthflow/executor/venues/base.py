@@ -89,8 +89,16 @@ class OrderReport:
     def view(self) -> OrderView:
         """The reconciliation view."""
         avg = self.filled_quote / self.filled_qty if self.filled_qty > 0 else None
-        return OrderView(self.client_order_id, self.symbol, self.side, self.state, self.qty,
-                         self.filled_qty, self.venue_order_id, avg)
+        return OrderView(
+            self.client_order_id,
+            self.symbol,
+            self.side,
+            self.state,
+            self.qty,
+            self.filled_qty,
+            self.venue_order_id,
+            avg,
+        )
 
 
 ReportSink = Callable[[OrderReport], Awaitable[None]]

@@ -52,10 +52,15 @@ def order_report(o: dict[str, Any], source: str) -> OrderReport:
     if not quote and filled:
         quote = filled * float(o.get("avgPrice") or 0)
     return OrderReport(
-        client_order_id=o["clientOrderId"], symbol=o["symbol"],
-        state=binance_order_state(o["status"]), venue_order_id=str(o.get("orderId", "")),
-        side=str(o.get("side", "")).lower(), qty=float(o.get("origQty") or 0),
-        filled_qty=filled, filled_quote=quote, source=source,
+        client_order_id=o["clientOrderId"],
+        symbol=o["symbol"],
+        state=binance_order_state(o["status"]),
+        venue_order_id=str(o.get("orderId", "")),
+        side=str(o.get("side", "")).lower(),
+        qty=float(o.get("origQty") or 0),
+        filled_qty=filled,
+        filled_quote=quote,
+        source=source,
         ts_us=int(o.get("updateTime") or 0) * 1000,
     )
 
@@ -66,16 +71,21 @@ def stream_report(ev: dict[str, Any]) -> OrderReport:
     filled = float(o.get("z") or 0)
     trade = o.get("x") == "TRADE"
     return OrderReport(
-        client_order_id=o["c"], symbol=o["s"], state=binance_order_state(o["X"]),
-        venue_order_id=str(o.get("i", "")), side=str(o.get("S", "")).lower(),
-        qty=float(o.get("q") or 0), filled_qty=filled,
+        client_order_id=o["c"],
+        symbol=o["s"],
+        state=binance_order_state(o["X"]),
+        venue_order_id=str(o.get("i", "")),
+        side=str(o.get("S", "")).lower(),
+        qty=float(o.get("q") or 0),
+        filled_qty=filled,
         filled_quote=filled * float(o.get("ap") or 0),
         trade_id=str(o.get("t")) if trade else "",
         last_qty=float(o.get("l") or 0) if trade else 0.0,
         last_price=float(o.get("L") or 0) if trade else 0.0,
         last_fee=float(o.get("n") or 0) if trade else None,
         liquidity=("maker" if o.get("m") else "taker") if trade else "",
-        source="stream", ts_us=int(o.get("T") or ev.get("T") or 0) * 1000,
+        source="stream",
+        ts_us=int(o.get("T") or ev.get("T") or 0) * 1000,
     )
 
 
@@ -85,20 +95,38 @@ class BinanceVenue(Venue):
     name = "binance"
     exchange = "binance"
 
-    def __init__(self, *, base_url: str, ws_url: str, api_key: SecretStr, api_secret: SecretStr,
-                 recv_window_ms: int, timeout_s: float, breaker: BreakerConfig,
-                 order_timeout_s: float | None = None,
-                 max_wait_s: float, on_wait: Callable[[float], None] | None = None,
-                 on_breaker: Callable[[BreakerTransition], None] | None = None,
-                 on_stream_connected: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        ws_url: str,
+        api_key: SecretStr,
+        api_secret: SecretStr,
+        recv_window_ms: int,
+        timeout_s: float,
+        breaker: BreakerConfig,
+        order_timeout_s: float | None = None,
+        max_wait_s: float,
+        on_wait: Callable[[float], None] | None = None,
+        on_breaker: Callable[[BreakerTransition], None] | None = None,
+        on_stream_connected: Callable[[], Any] | None = None,
+    ) -> None:
         super().__init__()
         self._key = api_key
         self._secret = api_secret
         self._recv = recv_window_ms
         self._ws_url = ws_url
         self._order_timeout = order_timeout_s
-        self.rest = RestEdge("binance", base_url, VenueRateLimiter(binance_usdm_buckets()),
-                             breaker, timeout_s, max_wait_s, on_wait, on_breaker)
+        self.rest = RestEdge(
+            "binance",
+            base_url,
+            VenueRateLimiter(binance_usdm_buckets()),
+            breaker,
+            timeout_s,
+            max_wait_s,
+            on_wait,
+            on_breaker,
+        )
         self._specs: dict[str, SymbolSpec] = {}
         self._stream = StreamTask("binance-user-stream", self._user_stream, on_stream_connected)
 
@@ -108,20 +136,34 @@ class BinanceVenue(Venue):
         q["recvWindow"] = self._recv
         q["timestamp"] = int(time.time() * 1000)
         query = urlencode(q)
-        sig = hmac.new(self._secret.get_secret_value().encode(), query.encode(),
-                       hashlib.sha256).hexdigest()
+        sig = hmac.new(
+            self._secret.get_secret_value().encode(), query.encode(), hashlib.sha256
+        ).hexdigest()
         return f"{query}&signature={sig}"
 
     @property
     def _headers(self) -> dict[str, str]:
         return {"X-MBX-APIKEY": self._key.get_secret_value()}
 
-    async def _call(self, method: str, path: str, params: dict[str, Any], *, signed: bool,
-                    costs: dict[str, float] | None = None,
-                    timeout_s: float | None = None) -> HttpResult:
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any],
+        *,
+        signed: bool,
+        costs: dict[str, float] | None = None,
+        timeout_s: float | None = None,
+    ) -> HttpResult:
         query = self._signed(params) if signed else urlencode(params)
-        return await self.rest.request(method, path, costs=costs or _w(f"{method} {path}"),
-                                       query=query, headers=self._headers, timeout_s=timeout_s)
+        return await self.rest.request(
+            method,
+            path,
+            costs=costs or _w(f"{method} {path}"),
+            query=query,
+            headers=self._headers,
+            timeout_s=timeout_s,
+        )
 
     @staticmethod
     def _fail(res: HttpResult, what: str) -> Exception:
@@ -153,16 +195,24 @@ class BinanceVenue(Venue):
             for s in orjson.loads(res.text)["symbols"]:
                 f = {x["filterType"]: x for x in s["filters"]}
                 self._specs[s["symbol"]] = SymbolSpec(
-                    s["symbol"], float(f["PRICE_FILTER"]["tickSize"]),
-                    float(f["LOT_SIZE"]["stepSize"]), float(f["LOT_SIZE"]["minQty"]),
-                    float(f.get("MIN_NOTIONAL", {}).get("notional", 0)))
+                    s["symbol"],
+                    float(f["PRICE_FILTER"]["tickSize"]),
+                    float(f["LOT_SIZE"]["stepSize"]),
+                    float(f["LOT_SIZE"]["minQty"]),
+                    float(f.get("MIN_NOTIONAL", {}).get("notional", 0)),
+                )
         if symbol not in self._specs:
             raise VenueRejected("-1121", f"unknown symbol {symbol}")
         return self._specs[symbol]
 
     async def best_prices(self, symbol: str) -> tuple[float, float]:
-        res = await self._call("GET", "/fapi/v1/ticker/bookTicker", {"symbol": symbol},
-                               signed=False, costs={"weight": 2.0})
+        res = await self._call(
+            "GET",
+            "/fapi/v1/ticker/bookTicker",
+            {"symbol": symbol},
+            signed=False,
+            costs={"weight": 2.0},
+        )
         if res.status != 200:
             raise self._fail(res, "bookTicker")
         t = orjson.loads(res.text)
@@ -172,24 +222,35 @@ class BinanceVenue(Venue):
     async def place_order(self, order: NewOrder) -> OrderReport:
         spec = await self.symbol_spec(order.symbol)
         params: dict[str, Any] = {
-            "symbol": order.symbol, "side": order.side.upper(), "type": order.order_type,
+            "symbol": order.symbol,
+            "side": order.side.upper(),
+            "type": order.order_type,
             "quantity": fmt_step(order.qty, spec.lot_size),
-            "newClientOrderId": order.client_order_id, "newOrderRespType": "ACK",
+            "newClientOrderId": order.client_order_id,
+            "newOrderRespType": "ACK",
         }
         if order.order_type == "LIMIT":
             params["timeInForce"] = order.time_in_force
             params["price"] = fmt_step(order.price, spec.tick_size)
-        res = await self._call("POST", "/fapi/v1/order", params, signed=True,
-                               costs={**_w("POST /fapi/v1/order"), **ORDER_COST},
-                               timeout_s=self._order_timeout)
+        res = await self._call(
+            "POST",
+            "/fapi/v1/order",
+            params,
+            signed=True,
+            costs={**_w("POST /fapi/v1/order"), **ORDER_COST},
+            timeout_s=self._order_timeout,
+        )
         if res.status == 200:
             return order_report(orjson.loads(res.text), "rest")
         raise self._fail(res, "new order")
 
     async def query_order(self, symbol: str, client_order_id: str) -> OrderReport | None:
-        res = await self._call("GET", "/fapi/v1/order",
-                               {"symbol": symbol, "origClientOrderId": client_order_id},
-                               signed=True)
+        res = await self._call(
+            "GET",
+            "/fapi/v1/order",
+            {"symbol": symbol, "origClientOrderId": client_order_id},
+            signed=True,
+        )
         if res.status == 200:
             return order_report(orjson.loads(res.text), "query")
         body = json_or_none(res.text)
@@ -199,8 +260,9 @@ class BinanceVenue(Venue):
         raise err if not isinstance(err, VenueRejected) else VenueUnknown(str(err))
 
     async def open_orders(self) -> list[OrderReport]:
-        res = await self._call("GET", "/fapi/v1/openOrders", {}, signed=True,
-                               costs={"weight": 40.0})
+        res = await self._call(
+            "GET", "/fapi/v1/openOrders", {}, signed=True, costs={"weight": 40.0}
+        )
         if res.status != 200:
             raise self._fail(res, "open orders")
         return [order_report(o, "reconcile") for o in orjson.loads(res.text)]
@@ -209,8 +271,11 @@ class BinanceVenue(Venue):
         res = await self._call("GET", "/fapi/v2/positionRisk", {}, signed=True)
         if res.status != 200:
             raise self._fail(res, "positionRisk")
-        return [PositionView(p["symbol"], float(p["positionAmt"]), float(p["entryPrice"]))
-                for p in orjson.loads(res.text) if float(p["positionAmt"]) != 0]
+        return [
+            PositionView(p["symbol"], float(p["positionAmt"]), float(p["entryPrice"]))
+            for p in orjson.loads(res.text)
+            if float(p["positionAmt"]) != 0
+        ]
 
     async def balances(self) -> dict[str, float]:
         res = await self._call("GET", "/fapi/v2/balance", {}, signed=True)
@@ -224,8 +289,9 @@ class BinanceVenue(Venue):
         if res.status != 200:
             raise self._fail(res, "listenKey")
         key = orjson.loads(res.text)["listenKey"]
-        async with self.rest.session.ws_connect(f"{self._ws_url}/ws/{key}", heartbeat=30,
-                                                timeout=aiohttp.ClientWSTimeout(ws_close=5)) as ws:
+        async with self.rest.session.ws_connect(
+            f"{self._ws_url}/ws/{key}", heartbeat=30, timeout=aiohttp.ClientWSTimeout(ws_close=5)
+        ) as ws:
             connected.set()
             if self._stream.on_connected is not None:
                 asyncio.get_running_loop().create_task(self._stream.on_connected())

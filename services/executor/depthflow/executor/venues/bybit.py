@@ -43,12 +43,17 @@ def order_report(o: dict[str, Any], source: str) -> OrderReport:
     """A v5 order object (REST or the ``order`` topic) as a report (cumulative fee too)."""
     filled = float(o.get("cumExecQty") or 0)
     return OrderReport(
-        client_order_id=o["orderLinkId"], symbol=o["symbol"],
-        state=bybit_order_state(o["orderStatus"]), venue_order_id=str(o.get("orderId", "")),
-        side=str(o.get("side", "")).lower(), qty=float(o.get("qty") or 0), filled_qty=filled,
+        client_order_id=o["orderLinkId"],
+        symbol=o["symbol"],
+        state=bybit_order_state(o["orderStatus"]),
+        venue_order_id=str(o.get("orderId", "")),
+        side=str(o.get("side", "")).lower(),
+        qty=float(o.get("qty") or 0),
+        filled_qty=filled,
         filled_quote=float(o.get("cumExecValue") or 0),
         cum_fee=float(o["cumExecFee"]) if o.get("cumExecFee") not in (None, "") else None,
-        source=source, ts_us=int(o.get("updatedTime") or 0) * 1000,
+        source=source,
+        ts_us=int(o.get("updatedTime") or 0) * 1000,
     )
 
 
@@ -59,43 +64,75 @@ class BybitVenue(Venue):
     exchange = "bybit"
     taker_fee_rate = 0.00055
 
-    def __init__(self, *, base_url: str, ws_url: str, api_key: SecretStr, api_secret: SecretStr,
-                 recv_window_ms: int, timeout_s: float, breaker: BreakerConfig,
-                 order_timeout_s: float | None = None,
-                 max_wait_s: float, on_wait: Callable[[float], None] | None = None,
-                 on_breaker: Callable[[BreakerTransition], None] | None = None,
-                 on_stream_connected: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        ws_url: str,
+        api_key: SecretStr,
+        api_secret: SecretStr,
+        recv_window_ms: int,
+        timeout_s: float,
+        breaker: BreakerConfig,
+        order_timeout_s: float | None = None,
+        max_wait_s: float,
+        on_wait: Callable[[float], None] | None = None,
+        on_breaker: Callable[[BreakerTransition], None] | None = None,
+        on_stream_connected: Callable[[], Any] | None = None,
+    ) -> None:
         super().__init__()
         self._key = api_key
         self._secret = api_secret
         self._recv = recv_window_ms
         self._ws_url = ws_url
         self._order_timeout = order_timeout_s
-        self.rest = RestEdge("bybit", base_url, VenueRateLimiter(bybit_order_buckets()),
-                             breaker, timeout_s, max_wait_s, on_wait, on_breaker)
+        self.rest = RestEdge(
+            "bybit",
+            base_url,
+            VenueRateLimiter(bybit_order_buckets()),
+            breaker,
+            timeout_s,
+            max_wait_s,
+            on_wait,
+            on_breaker,
+        )
         self._specs: dict[str, SymbolSpec] = {}
-        self._stream = StreamTask("bybit-private-stream", self._private_stream,
-                                  on_stream_connected)
+        self._stream = StreamTask("bybit-private-stream", self._private_stream, on_stream_connected)
 
     def _auth_headers(self, payload: str) -> dict[str, str]:
         ts = str(int(time.time() * 1000))
         key = self._key.get_secret_value()
-        sig = hmac.new(self._secret.get_secret_value().encode(),
-                       (ts + key + str(self._recv) + payload).encode(), hashlib.sha256).hexdigest()
-        return {"X-BAPI-API-KEY": key, "X-BAPI-TIMESTAMP": ts, "X-BAPI-SIGN": sig,
-                "X-BAPI-RECV-WINDOW": str(self._recv), "X-BAPI-SIGN-TYPE": "2",
-                "Content-Type": "application/json"}
+        sig = hmac.new(
+            self._secret.get_secret_value().encode(),
+            (ts + key + str(self._recv) + payload).encode(),
+            hashlib.sha256,
+        ).hexdigest()
+        return {
+            "X-BAPI-API-KEY": key,
+            "X-BAPI-TIMESTAMP": ts,
+            "X-BAPI-SIGN": sig,
+            "X-BAPI-RECV-WINDOW": str(self._recv),
+            "X-BAPI-SIGN-TYPE": "2",
+            "Content-Type": "application/json",
+        }
 
     async def _get(self, path: str, params: dict[str, Any], signed: bool = True) -> HttpResult:
         query = urlencode(params)
-        return await self.rest.request("GET", path, costs=COST, query=query,
-                                       headers=self._auth_headers(query) if signed else None)
+        return await self.rest.request(
+            "GET",
+            path,
+            costs=COST,
+            query=query,
+            headers=self._auth_headers(query) if signed else None,
+        )
 
-    async def _post(self, path: str, body: dict[str, Any],
-                    timeout_s: float | None = None) -> HttpResult:
+    async def _post(
+        self, path: str, body: dict[str, Any], timeout_s: float | None = None
+    ) -> HttpResult:
         raw = orjson.dumps(body).decode()
-        return await self.rest.request("POST", path, costs=COST, body=raw,
-                                       headers=self._auth_headers(raw), timeout_s=timeout_s)
+        return await self.rest.request(
+            "POST", path, costs=COST, body=raw, headers=self._auth_headers(raw), timeout_s=timeout_s
+        )
 
     @staticmethod
     def _result(res: HttpResult, what: str) -> Any:
@@ -122,30 +159,40 @@ class BybitVenue(Venue):
 
     async def symbol_spec(self, symbol: str) -> SymbolSpec:
         if symbol not in self._specs:
-            res = await self._get("/v5/market/instruments-info", {"category": "linear"},
-                                  signed=False)
+            res = await self._get(
+                "/v5/market/instruments-info", {"category": "linear"}, signed=False
+            )
             for i in self._result(res, "instruments")["list"]:
                 lot, price = i["lotSizeFilter"], i["priceFilter"]
                 self._specs[i["symbol"]] = SymbolSpec(
-                    i["symbol"], float(price["tickSize"]), float(lot["qtyStep"]),
-                    float(lot["minOrderQty"]), float(lot.get("minNotionalValue") or 0))
+                    i["symbol"],
+                    float(price["tickSize"]),
+                    float(lot["qtyStep"]),
+                    float(lot["minOrderQty"]),
+                    float(lot.get("minNotionalValue") or 0),
+                )
         if symbol not in self._specs:
             raise VenueRejected("10001", f"unknown symbol {symbol}")
         return self._specs[symbol]
 
     async def best_prices(self, symbol: str) -> tuple[float, float]:
-        res = await self._get("/v5/market/orderbook",
-                              {"category": "linear", "symbol": symbol, "limit": 1}, signed=False)
+        res = await self._get(
+            "/v5/market/orderbook",
+            {"category": "linear", "symbol": symbol, "limit": 1},
+            signed=False,
+        )
         book = self._result(res, "orderbook")
         return float(book["b"][0][0]), float(book["a"][0][0])
 
     async def place_order(self, order: NewOrder) -> OrderReport:
         spec = await self.symbol_spec(order.symbol)
         body: dict[str, Any] = {
-            "category": "linear", "symbol": order.symbol,
+            "category": "linear",
+            "symbol": order.symbol,
             "side": "Buy" if order.side == "buy" else "Sell",
             "orderType": "Limit" if order.order_type == "LIMIT" else "Market",
-            "qty": fmt_step(order.qty, spec.lot_size), "orderLinkId": order.client_order_id,
+            "qty": fmt_step(order.qty, spec.lot_size),
+            "orderLinkId": order.client_order_id,
         }
         if order.order_type == "LIMIT":
             body["price"] = fmt_step(order.price, spec.tick_size)
@@ -160,13 +207,21 @@ class BybitVenue(Venue):
             raise
         from depthflow.executor.fsm import OrderState
 
-        return OrderReport(order.client_order_id, order.symbol, OrderState.PLACED,
-                           venue_order_id=str(result.get("orderId", "")), side=order.side,
-                           qty=order.qty, source="rest")
+        return OrderReport(
+            order.client_order_id,
+            order.symbol,
+            OrderState.PLACED,
+            venue_order_id=str(result.get("orderId", "")),
+            side=order.side,
+            qty=order.qty,
+            source="rest",
+        )
 
     async def query_order(self, symbol: str, client_order_id: str) -> OrderReport | None:
-        res = await self._get("/v5/order/realtime", {"category": "linear", "symbol": symbol,
-                                                     "orderLinkId": client_order_id})
+        res = await self._get(
+            "/v5/order/realtime",
+            {"category": "linear", "symbol": symbol, "orderLinkId": client_order_id},
+        )
         try:
             found = self._result(res, "query order")["list"]
         except VenueRejected as exc:
@@ -176,8 +231,7 @@ class BybitVenue(Venue):
         return order_report(found[0], "query") if found else None
 
     async def open_orders(self) -> list[OrderReport]:
-        res = await self._get("/v5/order/realtime", {"category": "linear",
-                                                     "settleCoin": "USDT"})
+        res = await self._get("/v5/order/realtime", {"category": "linear", "settleCoin": "USDT"})
         return [order_report(o, "reconcile") for o in self._result(res, "open orders")["list"]]
 
     async def positions(self) -> list[PositionView]:
@@ -202,12 +256,23 @@ class BybitVenue(Venue):
         url = f"{self._ws_url}/v5/private"
         async with self.rest.session.ws_connect(url, heartbeat=20) as ws:
             expires = int(time.time() * 1000) + 10_000
-            sig = hmac.new(self._secret.get_secret_value().encode(),
-                           f"GET/realtime{expires}".encode(), hashlib.sha256).hexdigest()
-            await ws.send_str(orjson.dumps({"op": "auth", "req_id": "auth", "args": [
-                self._key.get_secret_value(), expires, sig]}).decode())
-            await ws.send_str(orjson.dumps({"op": "subscribe", "req_id": "sub",
-                                            "args": ["order"]}).decode())
+            sig = hmac.new(
+                self._secret.get_secret_value().encode(),
+                f"GET/realtime{expires}".encode(),
+                hashlib.sha256,
+            ).hexdigest()
+            await ws.send_str(
+                orjson.dumps(
+                    {
+                        "op": "auth",
+                        "req_id": "auth",
+                        "args": [self._key.get_secret_value(), expires, sig],
+                    }
+                ).decode()
+            )
+            await ws.send_str(
+                orjson.dumps({"op": "subscribe", "req_id": "sub", "args": ["order"]}).decode()
+            )
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):

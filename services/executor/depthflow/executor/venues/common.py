@@ -26,8 +26,12 @@ class StreamTask:
     ``on_connected`` is called after each (re)connection — the executor reconciles then,
     since anything reported while disconnected was lost."""
 
-    def __init__(self, name: str, connect_once: Callable[[asyncio.Event], Awaitable[None]],
-                 on_connected: Callable[[], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        connect_once: Callable[[asyncio.Event], Awaitable[None]],
+        on_connected: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.name = name
         self._connect_once = connect_once
         self.on_connected = on_connected
@@ -53,8 +57,9 @@ class StreamTask:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("user-data stream lost", extra={"stream": self.name,
-                                                            "error": repr(exc)[:300]})
+                log.warning(
+                    "user-data stream lost", extra={"stream": self.name, "error": repr(exc)[:300]}
+                )
             self.connected.clear()
             await asyncio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 10.0)

@@ -63,8 +63,15 @@ class RestEdge:
         self._session: aiohttp.ClientSession | None = None
 
     def _breaker_moved(self, t: BreakerTransition) -> None:
-        log.warning("circuit breaker moved", extra={"breaker": t.name, "from": t.from_state.value,
-                                                    "to": t.to_state.value, "reason": t.reason})
+        log.warning(
+            "circuit breaker moved",
+            extra={
+                "breaker": t.name,
+                "from": t.from_state.value,
+                "to": t.to_state.value,
+                "reason": t.reason,
+            },
+        )
         if self._on_breaker is not None:
             self._on_breaker(t)
 
@@ -116,14 +123,16 @@ class RestEdge:
         started = time.monotonic()
         try:
             timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
-            async with self.session.request(method, url, data=body, timeout=timeout,
-                                            headers=dict(headers or {})) as resp:
+            async with self.session.request(
+                method, url, data=body, timeout=timeout, headers=dict(headers or {})
+            ) as resp:
                 text = await resp.text()
                 result = HttpResult(resp.status, dict(resp.headers), text)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             breaker.record_failure(type(exc).__name__)
-            raise VenueUnknown(f"{method} {path}: {type(exc).__name__} after "
-                               f"{time.monotonic() - started:.2f}s") from None
+            raise VenueUnknown(
+                f"{method} {path}: {type(exc).__name__} after {time.monotonic() - started:.2f}s"
+            ) from None
         self.limiter.on_response(result.status, result.headers, result.text)
         if result.status >= 500:
             breaker.record_failure(f"HTTP {result.status}")

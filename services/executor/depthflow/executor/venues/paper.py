@@ -67,9 +67,19 @@ class _PaperOrder:
     quote: float = 0.0
 
     def report(self, source: str, **extra: object) -> OrderReport:
-        return OrderReport(self.order.client_order_id, self.order.symbol, self.state,
-                           self.venue_order_id, self.order.side, self.order.qty, self.filled,
-                           self.quote, source=source, ts_us=_now_us(), **extra)  # type: ignore[arg-type]
+        return OrderReport(
+            self.order.client_order_id,
+            self.order.symbol,
+            self.state,
+            self.venue_order_id,
+            self.order.side,
+            self.order.qty,
+            self.filled,
+            self.quote,
+            source=source,
+            ts_us=_now_us(),
+            **extra,
+        )  # type: ignore[arg-type]
 
 
 class PaperVenue(Venue):
@@ -77,9 +87,16 @@ class PaperVenue(Venue):
 
     name = "paper"
 
-    def __init__(self, kafka: KafkaSettings, *, book_topic: str, exchange: str = "binance",
-                 config: FillModelConfig | None = None, warmup: int = 200,
-                 max_book_age_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        kafka: KafkaSettings,
+        *,
+        book_topic: str,
+        exchange: str = "binance",
+        config: FillModelConfig | None = None,
+        warmup: int = 200,
+        max_book_age_s: float = 30.0,
+    ) -> None:
         super().__init__()
         self.exchange = exchange
         self._kafka = kafka
@@ -100,9 +117,12 @@ class PaperVenue(Venue):
         self.books_seen = 0
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(**self._kafka.aiokafka_config(),
-                                          enable_auto_commit=False, group_id=None,
-                                          client_id="executor-paper-book")
+        self._consumer = AIOKafkaConsumer(
+            **self._kafka.aiokafka_config(),
+            enable_auto_commit=False,
+            group_id=None,
+            client_id="executor-paper-book",
+        )
         await self._consumer.start()
         parts = await partitions_of(self._consumer, self._topic)
         if not parts:
@@ -114,8 +134,10 @@ class PaperVenue(Venue):
         begins = await self._consumer.beginning_offsets(tps)
         for tp in tps:
             self._consumer.seek(tp, max(begins[tp], ends[tp] - self._warmup))
-        self._tasks = [asyncio.create_task(self._consume(), name="paper-book"),
-                       asyncio.create_task(self._emitter(), name="paper-reports")]
+        self._tasks = [
+            asyncio.create_task(self._consume(), name="paper-book"),
+            asyncio.create_task(self._emitter(), name="paper-reports"),
+        ]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -163,8 +185,9 @@ class PaperVenue(Venue):
     def _on_book(self, book: Book) -> None:
         self.books_seen += 1
         self._books[book.symbol] = (book, time.monotonic())
-        snap = BookSnapshot(self._ts(book.symbol), [tuple(x) for x in book.bids],
-                            [tuple(x) for x in book.asks])
+        snap = BookSnapshot(
+            self._ts(book.symbol), [tuple(x) for x in book.bids], [tuple(x) for x in book.asks]
+        )
         self._handle(self._sim(book.symbol).on_book(snap))
 
     def latest_book(self, symbol: str) -> Book | None:
@@ -182,9 +205,16 @@ class PaperVenue(Venue):
                 po.quote += ev.qty * ev.price
                 done = po.filled >= po.order.qty * (1 - 1e-9)
                 po.state = OrderState.FILLED if done else OrderState.PARTIALLY_FILLED
-                self._emit_queue.put_nowait(po.report(
-                    "paper", trade_id=f"paper-{next(self._trade_ids)}", last_qty=ev.qty,
-                    last_price=ev.price, last_fee=ev.fee, liquidity=ev.liquidity.value))
+                self._emit_queue.put_nowait(
+                    po.report(
+                        "paper",
+                        trade_id=f"paper-{next(self._trade_ids)}",
+                        last_qty=ev.qty,
+                        last_price=ev.price,
+                        last_fee=ev.fee,
+                        liquidity=ev.liquidity.value,
+                    )
+                )
             elif isinstance(ev, OrderUpdate):
                 if po.state in ORDER_TERMINAL_STATES and po.state == ev.state:
                     continue
@@ -197,8 +227,9 @@ class PaperVenue(Venue):
             try:
                 await self._emit(report)
             except Exception:
-                log.exception("paper report not applied",
-                              extra={"client_order_id": report.client_order_id})
+                log.exception(
+                    "paper report not applied", extra={"client_order_id": report.client_order_id}
+                )
 
     def _advance_later(self, symbol: str, delay_s: float) -> None:
         def fire() -> None:
@@ -227,10 +258,14 @@ class PaperVenue(Venue):
         po = _PaperOrder(order, f"paper-{next(self._ids)}")
         self._orders[order.client_order_id] = po
         sim_order = SimOrder(
-            order.client_order_id, order.side,
-            OrderType.LIMIT if order.order_type == "LIMIT" else OrderType.MARKET, order.qty,
-            self._ts(order.symbol), order.price if order.order_type == "LIMIT" else None,
-            TimeInForce.IOC if order.time_in_force == "IOC" else TimeInForce.GTC)
+            order.client_order_id,
+            order.side,
+            OrderType.LIMIT if order.order_type == "LIMIT" else OrderType.MARKET,
+            order.qty,
+            self._ts(order.symbol),
+            order.price if order.order_type == "LIMIT" else None,
+            TimeInForce.IOC if order.time_in_force == "IOC" else TimeInForce.GTC,
+        )
         events = self._sim(order.symbol).submit(sim_order)
         ack = po.report("rest")
         self._handle(events)
@@ -242,8 +277,11 @@ class PaperVenue(Venue):
         return po.report("query") if po else None
 
     async def open_orders(self) -> list[OrderReport]:
-        return [po.report("reconcile") for po in self._orders.values()
-                if po.state not in ORDER_TERMINAL_STATES]
+        return [
+            po.report("reconcile")
+            for po in self._orders.values()
+            if po.state not in ORDER_TERMINAL_STATES
+        ]
 
     async def positions(self) -> list[PositionView] | None:
         return None
