@@ -134,6 +134,22 @@ def _metric_defs(tree: ast.AST) -> set[tuple[str, str]]:
     return defs
 
 
+def _unscoped_defs(tree: ast.AST) -> set[tuple[str, str]]:
+    """``Gauge("name", ...)`` built directly (no per-service subsystem): pipeline-wide
+    names such as ``depthflow_consumer_lag``."""
+    defs = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"Counter", "Gauge", "Histogram"}
+        ):
+            name = _literal_args(node)
+            if name:
+                defs.add((node.func.id.lower(), name))
+    return defs
+
+
 def _exposed(kind: str, full: str) -> set[str]:
     if kind == "counter":
         return {f"{full}_total"}
@@ -147,10 +163,14 @@ def exported_metric_names() -> dict[str, set[str]]:
     name given to ``ServiceMetrics`` and the metrics created in that package; the common
     library's metrics (``service_up``, ``service_ready``) belong to every service."""
     common: set[tuple[str, str]] = set()
+    unscoped: set[str] = set()
     for path in (ROOT / "libs" / "common" / "depthflow" / "common").rglob("*.py"):
         if "testing" in path.parts:
             continue
-        common |= _metric_defs(ast.parse(path.read_text()))
+        tree = ast.parse(path.read_text())
+        common |= _metric_defs(tree)
+        for kind, name in _unscoped_defs(tree):
+            unscoped |= _exposed(kind, f"depthflow_{name}")
     result: dict[str, set[str]] = {}
     for package in sorted((ROOT / "services").glob("*/depthflow/*")):
         if not package.is_dir():
@@ -167,6 +187,7 @@ def exported_metric_names() -> dict[str, set[str]]:
             names = result.setdefault(service, set())
             for kind, name in defs | common:
                 names |= _exposed(kind, f"depthflow_{service}_{name}")
+            names |= unscoped
     return result
 
 

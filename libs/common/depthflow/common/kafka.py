@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, IllegalStateError
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException
 from confluent_kafka import Producer as CProducer
@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from depthflow.common.errors import DecodeError, KafkaError, ProduceError
 from depthflow.common.logging import trace_from_headers
+from depthflow.common.metrics import ServiceMetrics
 from depthflow.common.schemas import DeadLetter, Topic, dlq_topic
 from depthflow.common.settings import KafkaSettings
 
@@ -235,9 +236,16 @@ class ConsumerLoop:
         auto_offset_reset: str = "earliest",
         decode: bool = True,
         poll_timeout_ms: int = 200,
+        metrics: ServiceMetrics | None = None,
+        lag_interval_s: float = 1.0,
         **overrides: Any,
     ) -> None:
         self.service = service
+        self.group_id = group_id
+        self._metrics = metrics
+        self._lag_interval_s = lag_interval_s
+        self._lag_next = 0.0
+        self._lag_labelled: set[TopicPartition] = set()
         self._topics = {t.name: t for t in topics}
         self._handler = handler
         self._dlq = dlq_producer
@@ -336,6 +344,8 @@ class ConsumerLoop:
                 limit = min(limit, max_messages - consumed_here)
                 if limit <= 0:
                     break
+            if self._metrics is not None and time.monotonic() >= self._lag_next:
+                await self._export_lag(self._metrics)  # every record handed out is handled
             batch = await self._consumer.getmany(
                 timeout_ms=self._poll_timeout_ms, max_records=limit
             )
@@ -377,6 +387,35 @@ class ConsumerLoop:
             log.warning("offset commit failed after rebalance", extra={"error": str(exc)})
         self.stats.batches += 1
         self.stats.last_message_monotonic = time.monotonic()
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Per assigned partition: records between its end (the last stable offset, as we
+        read committed) and our position, i.e. fetched-and-handled or not yet fetched.
+        Partitions whose end is not known yet (no fetch answered) are left out."""
+        out: dict[TopicPartition, int] = {}
+        for tp in self._consumer.assignment():
+            end = self._consumer.last_stable_offset(tp)
+            if end is None:
+                end = self._consumer.highwater(tp)
+            if end is None:
+                continue
+            try:
+                position = await self._consumer.position(tp)
+            except IllegalStateError:  # revoked meanwhile: no figure this round
+                continue
+            out[tp] = max(end - position, 0)
+        return out
+
+    async def _export_lag(self, metrics: ServiceMetrics) -> None:
+        self._lag_next = time.monotonic() + self._lag_interval_s
+        gauge = metrics.consumer_lag
+        lags = await self.lag()
+        for tp, value in lags.items():
+            gauge.labels(self.service, self.group_id, tp.topic, str(tp.partition)).set(value)
+        for tp in self._lag_labelled - lags.keys():  # revoked: stop reporting it
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.service, self.group_id, tp.topic, str(tp.partition))
+        self._lag_labelled = set(lags)
 
     async def committed(self, topic: str, partition: int) -> int | None:
         """The group's committed offset for a partition (for tests and lag metrics)."""

@@ -8,6 +8,7 @@ several services in one process never collide) and one ``HealthServer`` that ser
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 
@@ -89,6 +90,18 @@ class ServiceMetrics:
             subsystem=self.service,
             registry=self.registry,
             buckets=buckets,
+        )
+
+    @functools.cached_property
+    def consumer_lag(self) -> Gauge:
+        """``depthflow_consumer_lag``: one name for every service's consumers, so one
+        dashboard panel and one alert cover the pipeline."""
+        return Gauge(
+            "consumer_lag",
+            "records between a partition's end and the group's position (not yet processed)",
+            ["service", "group", "topic", "partition"],
+            namespace=self.namespace,
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

@@ -213,3 +213,55 @@ async def test_stop_event_ends_the_loop(kafka_settings, topic_factory):
     finally:
         await loop.stop()
         await dlq.stop()
+
+
+async def test_consumer_lag_is_exported_and_drains_to_zero(kafka_settings, topic_factory):
+    from depthflow.common.metrics import ServiceMetrics
+
+    topic = topic_factory("lag", partitions=2)
+    _produce_trades(kafka_settings, topic, ["BTCUSDT", "ETHUSDT"], 300)
+    metrics = ServiceMetrics("lagtest")
+    group = f"g-{uuid.uuid4().hex}"
+    dlq = AsyncProducer(kafka_settings, client_id="lagtest")
+    await dlq.start()
+    seen_lags: list[float] = []
+
+    def total_lag() -> float:
+        samples = metrics.registry.get_sample_value
+        return sum(
+            samples(
+                "depthflow_consumer_lag",
+                {"service": "lagtest", "group": group, "topic": topic, "partition": str(p)},
+            )
+            or 0.0
+            for p in (0, 1)
+        )
+
+    async def slow(batch: list[Consumed]) -> None:
+        seen_lags.append(total_lag())
+        await asyncio.sleep(0.05)
+
+    loop = ConsumerLoop(
+        kafka_settings,
+        service="lagtest",
+        group_id=group,
+        topics=[Topic(topic, Trade, "{exchange}:{symbol}")],
+        handler=slow,
+        dlq_producer=dlq,
+        max_batch=20,
+        metrics=metrics,
+        lag_interval_s=0.0,
+    )
+    await loop.start()
+    try:
+        assert await loop.run(max_messages=600, idle_timeout=20) == 600
+        await loop.run(idle_timeout=0.5)  # one more round: the lag after the last batch
+    finally:
+        await loop.stop()
+        await dlq.stop()
+    assert max(seen_lags) >= 300  # the backlog was visible while the handler lagged
+    # Unknown before the first fetch answers, then it shrinks batch by batch.
+    later = seen_lags[1:]
+    assert later == sorted(later, reverse=True)
+    assert total_lag() == 0
+    assert "depthflow_consumer_lag" in metrics.render().decode()

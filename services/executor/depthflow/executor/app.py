@@ -89,6 +89,12 @@ class ExecutorMetrics:
             "signal consumed -> order acknowledged by the venue",
             buckets=SIGNAL_ACK_BUCKETS,
         )
+        self.e2e_latency = m.histogram(
+            "e2e_latency_seconds",
+            "exchange event time of the book update a signal acted on -> order acknowledged "
+            "(wall clocks: exchange vs this host)",
+            buckets=SIGNAL_ACK_BUCKETS,
+        )
         self.exposure = m.gauge("exposure_usdt", "worst-case exposure, USDT")
         self.open_positions = m.gauge("open_positions", "symbols with exposure")
         self.unknown = m.counter("unknown_outcomes", "sends whose outcome had to be queried")
@@ -257,6 +263,7 @@ class ExecutorService(Service):
             handler=self._handle_batch,
             dlq_producer=self.producer,
             max_batch=200,
+            metrics=self.metrics.service,
         )
         await self.loop.start()
         stack.push_async_callback(self.loop.stop)
@@ -509,7 +516,7 @@ class ExecutorService(Service):
         await self.publish_outbox()
         self._in_flight += 1
         try:
-            await self._send(order, received)
+            await self._send(order, received, sig.source_ts_us)
         finally:
             self._in_flight -= 1
 
@@ -543,7 +550,7 @@ class ExecutorService(Service):
         )
         await self.publish_outbox()
 
-    async def _send(self, order: NewOrder, received: float) -> None:
+    async def _send(self, order: NewOrder, received: float, source_ts_us: int = 0) -> None:
         assert self.store is not None
         coid = order.client_order_id
         for attempt in range(3):
@@ -591,6 +598,8 @@ class ExecutorService(Service):
                 await self._resolve_unknown(coid, order.symbol, sent_at)
                 return
             self.metrics.ack_latency.observe(time.monotonic() - received)
+            if source_ts_us > 0:
+                self.metrics.e2e_latency.observe(max(time.time() - source_ts_us / 1e6, 0.0))
             await self.apply(report)
             return
 

@@ -3,6 +3,8 @@ against md.book levels taken from the simulator, a position, audit rows and orde
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 
 from depthflow.common.testing import eventually_async
@@ -27,6 +29,23 @@ async def test_paper_signal_becomes_one_filled_order(
             return row if row is not None and row["state"] == "Filled" else None
 
         order = await eventually_async(filled, timeout=20, what="order Filled")
+        registry = svc.metrics.service.registry
+        # exchange event -> acknowledged order: observed once, and no longer than the test
+        assert registry.get_sample_value("depthflow_executor_e2e_latency_seconds_count") == 1
+        e2e = registry.get_sample_value("depthflow_executor_e2e_latency_seconds_sum")
+        assert 0 < e2e < time.time() - sig.source_ts_us / 1e6
+        assert (
+            registry.get_sample_value(
+                "depthflow_consumer_lag",
+                {
+                    "service": "executor",
+                    "group": settings.group_id,
+                    "topic": bus.topics["signals"],
+                    "partition": "0",
+                },
+            )
+            is not None
+        )
         bus.signal(side="buy", signal_id=sig.signal_id)  # a replay
         await eventually_async(
             lambda: _count(svc.metrics.signals.labels("duplicate")._value.get() >= 1),
