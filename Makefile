@@ -42,7 +42,7 @@ test-unit: install  ## fast tests only (no broker, no database)
 lint: install  ## ruff + mypy
 	$(BIN)/ruff check libs services tests bench
 	$(BIN)/ruff format --check libs services tests bench
-	$(BIN)/mypy libs/common services
+	$(BIN)/mypy libs/common/depthflow $(wildcard services/*/depthflow)
 
 bench: install infra-up  ## throughput and latency, each as a ratio to a ceiling measured in the same run
 	$(BIN)/python -m bench.run

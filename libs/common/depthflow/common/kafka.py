@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
@@ -36,6 +36,7 @@ from depthflow.common.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+_CHeaders = list[tuple[str, str | bytes | None]] | None
 
 
 def create_topics(
@@ -129,7 +130,13 @@ class Producer:
             self._raise_failures()
         while True:
             try:
-                self._producer.produce(topic, value, key, headers=headers, timestamp=timestamp_ms)
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    headers=cast("_CHeaders", headers),  # the same list; the stub is invariant
+                    timestamp=timestamp_ms,
+                )
                 return
             except BufferError:
                 self._producer.poll(0.05)

@@ -28,6 +28,17 @@ from depthflow.api.config import ApiSettings, _looks_placeholder
 
 ALGORITHM = "HS256"
 Role = Literal["admin", "viewer"]
+
+
+def as_role(value: str) -> Role:
+    """A role read from storage, checked (the database constrains it too)."""
+    if value == "admin":
+        return "admin"
+    if value == "viewer":
+        return "viewer"
+    raise ValueError(f"unknown role {value!r}")
+
+
 TokenType = Literal["access", "refresh"]
 _REQUIRED_CLAIMS = ["exp", "iat", "nbf", "iss", "aud", "sub", "jti", "typ", "role", "ver"]
 

@@ -21,10 +21,10 @@ from depthflow.api.auth import AuthError, IpThrottle, Passwords, Role, TokenServ
 from depthflow.api.config import Settings
 from depthflow.api.control import ControlWriter
 from depthflow.api.feed import TopicFeed, Views
+from depthflow.api.metrics import ApiMetrics
 from depthflow.api.readmodel import ExecutorReadModel
 from depthflow.api.store import ControlStore, UserStore
 from depthflow.common.kafka import AsyncProducer
-from depthflow.common.metrics import ServiceMetrics
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,8 @@ class UserCache:
         self._users = users
         self._ttl = ttl_s
         self._limit = limit
-        self._entries: dict[str, tuple[float, Role, int] | tuple[float, None, None]] = {}
+        # username -> (read at, (role, token version) or None for "no such user")
+        self._entries: dict[str, tuple[float, tuple[Role, int] | None]] = {}
 
     async def get(self, username: str) -> tuple[Role, int] | None:
         now = time.monotonic()
@@ -52,12 +53,9 @@ class UserCache:
             user = await self._users.get(username)
             if len(self._entries) >= self._limit:
                 self._entries.clear()
-            entry = (now, user.role, user.token_version) if user else (now, None, None)  # type: ignore[assignment]
-            self._entries[username] = entry  # type: ignore[assignment]
-        _, role, version = entry
-        if role is None or version is None:
-            return None
-        return role, version
+            entry = (now, (user.role, user.token_version) if user else None)
+            self._entries[username] = entry
+        return entry[1]
 
     def forget(self, username: str) -> None:
         self._entries.pop(username, None)
@@ -80,7 +78,7 @@ class ApiDeps:
     control_writer: ControlWriter
     executor: ExecutorReadModel
     throttle: IpThrottle
-    metrics: ServiceMetrics
+    metrics: ApiMetrics
 
 
 def get_deps(request: Request) -> ApiDeps:

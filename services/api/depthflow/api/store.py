@@ -10,6 +10,8 @@ from typing import Any
 import asyncpg
 import orjson
 
+from depthflow.api.auth import Role, as_role
+
 UTC = dt.UTC
 
 
@@ -17,7 +19,7 @@ UTC = dt.UTC
 class User:
     username: str
     password_hash: str
-    role: str
+    role: Role
     token_version: int
     failed_logins: int
     first_failed_at: dt.datetime | None
@@ -31,7 +33,11 @@ _SELECT_USER = (
 
 
 def _user(row: asyncpg.Record | None) -> User | None:
-    return User(**dict(row)) if row is not None else None
+    if row is None:
+        return None
+    fields = dict(row)
+    fields["role"] = as_role(fields["role"])
+    return User(**fields)
 
 
 def _json(value: Any) -> str:

@@ -337,7 +337,7 @@ class StatusView:
         """A service's real state: ``down`` when no instance has beaten within the stale
         window; otherwise the best state among its live instances."""
         now = now_us() if now is None else now
-        instances = []
+        instances: list[dict[str, Any]] = []
         for beat in self.heartbeats.values():
             if beat.service != name:
                 continue
@@ -353,18 +353,18 @@ class StatusView:
                     "detail": beat.detail,
                 }
             )
-        live = [i for i in instances if i["state"] != "down"]
+        alive = [i for i in instances if i["state"] != "down"]
         ages = [i["age_s"] for i in instances]
-        if not live:
+        if not alive:
             state = "down" if instances else "unknown"
         else:
             order = ["running", "paused", "starting", "stopping", "stopped", "failed"]
-            state = min((i["state"] for i in live), key=lambda s: order.index(s))
+            state = min((i["state"] for i in alive), key=order.index)
         return ServiceStatus(
             service=name,
             state=state,
-            ready=any(i["ready"] for i in live),
-            up=bool(live) and state not in ("failed", "stopped"),
+            ready=any(i["ready"] for i in alive),
+            up=bool(alive) and state not in ("failed", "stopped"),
             age_s=min(ages) if ages else None,
             instances=instances,
         )

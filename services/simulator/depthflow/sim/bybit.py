@@ -640,10 +640,10 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
                             "id": uuid.uuid4().hex,
                             "topic": "wallet",
                             "creationTime": now,
-                            "data": [wallet_json(conn.account)],
+                            "data": [wallet_json(conn.account)],  # type: ignore[arg-type]
                         }
                     )
-                )  # type: ignore[arg-type]
+                )
 
     sim.exchange.listeners.append(private_events)
 

@@ -68,7 +68,7 @@ def sim(
         "reject_rate": reject_rate,
     }
     given = {k: v for k, v in fault_flags.items() if v is not None}
-    faults = FaultConfig(**given) if given else None
+    faults = FaultConfig.model_validate(given) if given else None
     settings = load_settings(
         SimSettings,
         host=host,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Request, Response, status
 
-from depthflow.api.auth import AuthError, password_problem
+from depthflow.api.auth import AuthError, Role, password_problem
 from depthflow.api.deps import AdminUser, ApiDeps, CurrentUser, Deps, client_ip, unauthorized
 from depthflow.api.models import (
     ERRORS,
@@ -35,9 +35,9 @@ def _too_many(retry_after: float, reason: str) -> HTTPException:
     )
 
 
-async def _issue(deps: ApiDeps, username: str, role: str, version: int) -> TokenPair:
-    access = deps.tokens.issue(username, role, version, "access")  # type: ignore[arg-type]
-    refresh = deps.tokens.issue(username, role, version, "refresh")  # type: ignore[arg-type]
+async def _issue(deps: ApiDeps, username: str, role: Role, version: int) -> TokenPair:
+    access = deps.tokens.issue(username, role, version, "access")
+    refresh = deps.tokens.issue(username, role, version, "refresh")
     await deps.users.store_refresh(refresh.jti, username, refresh.expires_at)
     now = int(time.time())
     return TokenPair(
@@ -46,7 +46,7 @@ async def _issue(deps: ApiDeps, username: str, role: str, version: int) -> Token
         expires_in=access.expires_at - now,
         refresh_expires_in=refresh.expires_at - now,
         role=role,
-        username=username,  # type: ignore[arg-type]
+        username=username,
     )
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
@@ -68,6 +68,7 @@ async def bot_status(_: CurrentUser, deps: Deps) -> BotStatus:
             )
         )
     controlled = [s for s in services if s.service in deps.settings.api.controlled_services]
+    overall: Literal["running", "stopped", "degraded", "down"]
     if all(s.up and s.state == "running" for s in controlled):
         overall = "running"
     elif all(s.state in ("stopped", "down", "unknown") for s in controlled):

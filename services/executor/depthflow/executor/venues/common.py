@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +30,7 @@ class StreamTask:
         self,
         name: str,
         connect_once: Callable[[asyncio.Event], Awaitable[None]],
-        on_connected: Callable[[], Awaitable[None]] | None = None,
+        on_connected: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.name = name
         self._connect_once = connect_once

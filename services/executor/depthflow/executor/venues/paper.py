@@ -16,6 +16,7 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -66,7 +67,9 @@ class _PaperOrder:
     filled: float = 0.0
     quote: float = 0.0
 
-    def report(self, source: str, **extra: object) -> OrderReport:
+    def report(self, source: str, **fill: Any) -> OrderReport:
+        """This order now; ``fill`` carries the last fill's fields (trade id, qty, price,
+        fee, liquidity) when a fill caused the report."""
         return OrderReport(
             self.order.client_order_id,
             self.order.symbol,
@@ -78,8 +81,8 @@ class _PaperOrder:
             self.quote,
             source=source,
             ts_us=_now_us(),
-            **extra,
-        )  # type: ignore[arg-type]
+            **fill,
+        )
 
 
 class PaperVenue(Venue):
@@ -186,7 +189,9 @@ class PaperVenue(Venue):
         self.books_seen += 1
         self._books[book.symbol] = (book, time.monotonic())
         snap = BookSnapshot(
-            self._ts(book.symbol), [tuple(x) for x in book.bids], [tuple(x) for x in book.asks]
+            self._ts(book.symbol),
+            [(price, qty) for price, qty in book.bids],
+            [(price, qty) for price, qty in book.asks],
         )
         self._handle(self._sim(book.symbol).on_book(snap))
 
