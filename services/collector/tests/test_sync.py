@@ -63,9 +63,15 @@ def transport(rng: random.Random, diffs: list[DepthUpdate], drop: float, dup: fl
         out.append(d)
         if rng.random() < dup:
             out.append(d)
-    for i in range(len(out) - 1):
+    # Swap disjoint neighbour pairs only: an update moves by at most one place, so every
+    # reorder stays within the machines' window (sequential swaps could carry one update
+    # arbitrarily far, which is a real gap and rightly resyncs).
+    i = 0
+    while i < len(out) - 1:
         if rng.random() < swap:
             out[i], out[i + 1] = out[i + 1], out[i]
+            i += 1
+        i += 1
     return out
 
 
