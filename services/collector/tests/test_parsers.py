@@ -280,3 +280,41 @@ def test_fuzz_mutated_golden_messages(data: st.DataObject) -> None:
     ):
         frame = data.draw(_mutations(orjson.loads(golden(name)), FIELDS_BYBIT))
         _check(parse_bybit_frame, frame)
+
+
+# ------------------------------------------------------------------ the price cache
+
+decimal_text = st.one_of(
+    st.decimals(allow_nan=False, allow_infinity=False, places=8).map(str),
+    st.sampled_from(["0", "0.0", "-1.5", "nan", "inf", "1e5", "1_0", " 2.5", "", "abc", "1e999"]),
+)
+
+
+@FUZZ
+@given(st.lists(st.tuples(decimal_text, decimal_text), max_size=8))
+def test_cached_prices_parse_exactly_as_uncached(levels: list[tuple[str, str]]) -> None:
+    """A price string seen before gives the float (or the refusal) it gave the first time:
+    each frame is parsed twice (the second time from the cache) and against float()."""
+    frame = orjson.dumps(
+        {"e": "depthUpdate", "E": 1, "s": "BTCUSDT", "U": 1, "u": 2, "pu": 0, "b": levels, "a": []}
+    )
+    outcomes = []
+    for _ in range(2):
+        try:
+            outcomes.append(parse_binance_frame(frame).bids)  # type: ignore[union-attr]
+        except ParseError:
+            outcomes.append("refused")
+    assert outcomes[0] == outcomes[1]
+    expected: list[tuple[float, float]] | str = []
+    for p, q in levels:
+        try:
+            price, qty = float(p), float(q)
+        except ValueError:
+            expected = "refused"
+            break
+        if not (0 < price < float("inf") and 0 <= qty < float("inf")):
+            expected = "refused"
+            break
+        assert isinstance(expected, list)
+        expected.append((price, qty))
+    assert outcomes[0] == expected

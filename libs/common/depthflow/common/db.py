@@ -52,6 +52,10 @@ RETRYABLE = (
     asyncpg.AdminShutdownError,
     asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # asyncpg's "cannot switch to state N; another operation is in progress": a connection
+    # whose operation was cut off by the server going away (seen when PostgreSQL shuts down
+    # under a COPY); a fresh connection is all it takes
+    asyncpg.exceptions.InternalClientError,
 )
 
 
@@ -98,9 +102,13 @@ class CopyWriter:
         flush_interval: float = 0.2,
         max_buffered: int = 200_000,
         on_flush: Callable[[int, float], None] | None = None,
+        binary_encoder: Callable[[Sequence[Sequence[Any]]], bytes] | None = None,
     ) -> None:
         """``conflict_columns`` names the natural key for ``ON CONFLICT DO NOTHING``; with
-        ``None`` rows are COPYed straight in (use only where replays cannot happen)."""
+        ``None`` rows are COPYed straight in (use only where replays cannot happen).
+        ``binary_encoder``, when given, turns a batch of rows into PostgreSQL binary COPY data
+        (header to trailer, ``columns`` in order), for rows whose generic per-value encoding
+        is the bottleneck (wide arrays); rows, buffering and retries stay the same."""
         self._pool = pool
         self._schema = schema
         self._table = table
@@ -110,6 +118,7 @@ class CopyWriter:
         self._flush_interval = flush_interval
         self._max_buffered = max_buffered
         self._on_flush = on_flush
+        self._encoder = binary_encoder
         self._buffer: list[Sequence[Any]] = []
         self._room = asyncio.Condition()
         self._wake = asyncio.Event()
@@ -207,21 +216,42 @@ class CopyWriter:
             async with self._room:
                 self._room.notify_all()
 
+    async def _copy_into(
+        self, conn: Any, table: str, batch: Sequence[Sequence[Any]], schema: str | None
+    ) -> None:
+        if self._encoder is not None:
+            await conn.copy_to_table(
+                table,
+                # a memoryview: asyncpg would take bytes for a file name
+                source=memoryview(self._encoder(batch)),
+                columns=self._columns,
+                schema_name=schema,
+                format="binary",
+            )
+        else:
+            await conn.copy_records_to_table(
+                table, records=batch, columns=self._columns, schema_name=schema
+            )
+
     async def _copy(self, batch: Sequence[Sequence[Any]]) -> None:
         async with self._pool.acquire() as conn:
-            if self._conflict is None:
-                await conn.copy_records_to_table(
-                    self._table, records=batch, columns=self._columns, schema_name=self._schema
-                )
-                return
-            tmp = f"stage_{self._table}"
-            async with conn.transaction():
-                await conn.execute(
-                    f"CREATE TEMP TABLE IF NOT EXISTS {tmp} "
-                    f"(LIKE {self._qualified} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-                )
-                await conn.copy_records_to_table(tmp, records=batch, columns=self._columns)
-                await conn.execute(self._insert_sql.format(tmp=tmp))
+            try:
+                if self._conflict is None:
+                    await self._copy_into(conn, self._table, batch, self._schema)
+                    return
+                tmp = f"stage_{self._table}"
+                async with conn.transaction():
+                    await conn.execute(
+                        f"CREATE TEMP TABLE IF NOT EXISTS {tmp} "
+                        f"(LIKE {self._qualified} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                    )
+                    await self._copy_into(conn, tmp, batch, None)
+                    await conn.execute(self._insert_sql.format(tmp=tmp))
+            except RETRYABLE:
+                # Never hand a connection that failed mid-operation back to the pool: the
+                # retry must not get it again (it would fail the same way, for ever).
+                conn.terminate()
+                raise
 
     async def close(self) -> None:
         """Flush what is buffered and stop the background task."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import time
 from typing import Any
@@ -86,6 +87,21 @@ async def open_sink(
     return pool, sink
 
 
+def make_producer(kafka: KafkaSettings, client_id: str) -> Producer:
+    """The collector's producer: the common idempotent one, with delivery reports only for
+    failures — two messages per depth update would otherwise mean two Python callbacks per
+    update just to count successes (failures are still raised by the next produce/flush)."""
+    return Producer(kafka, client_id=client_id, delivery_report_only_error=True)
+
+
+def freeze_startup_objects() -> None:
+    """Exempt everything built so far (modules, clients, books) from the cyclic GC: the
+    hot path allocates many short-lived containers, and each full collection would
+    otherwise walk every object the process has ever imported."""
+    gc.collect()
+    gc.freeze()
+
+
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
@@ -125,6 +141,7 @@ class CollectorService(Service):
         self._http: aiohttp.ClientSession | None = None
         self._inflight: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._crashed: list[asyncio.Task[Any]] = []
         self._snapshot_gate = asyncio.Semaphore(4)
         self._stop = asyncio.Event()
         self.connects = 0
@@ -149,7 +166,7 @@ class CollectorService(Service):
                 ),
             ],
         )
-        self.producer = Producer(self.kafka, client_id=f"collector-{s.exchange}")
+        self.producer = make_producer(self.kafka, f"collector-{s.exchange}")
         self.exit_stack.callback(self._flush_producer)
         self.feed = FeedProcessor(
             s.exchange,
@@ -172,6 +189,7 @@ class CollectorService(Service):
         self.exit_stack.push_async_callback(self.health_server.stop)
         if s.write_db:
             await self._start_sink()
+        freeze_startup_objects()
         self.metrics.service.up.set(1)
 
     def _flush_producer(self) -> None:
@@ -218,7 +236,7 @@ class CollectorService(Service):
                     topics.append(f"orderbook.{s.bybit_depth}.{sym}")
                     if s.trades:
                         topics.append(f"publicTrade.{sym}")
-                requests = [
+                requests: list[dict[str, object]] = [
                     {"op": "subscribe", "req_id": f"sub-{n}-{i}", "args": args}
                     for i, args in enumerate(_chunks(topics, s.bybit_args_per_request))
                 ]
@@ -288,7 +306,14 @@ class CollectorService(Service):
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # run() raises it: a dead sink or connection group must stop the service,
+            # not leave it collecting without them
+            self._crashed.append(task)
 
     def _request_resync(self, symbol: str, reason: str) -> None:
         if symbol in self._inflight or self._stop.is_set():
@@ -407,9 +432,10 @@ class CollectorService(Service):
                     last_frames, last_change = frames, time.monotonic()
                 elif idle_timeout is not None and time.monotonic() - last_change >= idle_timeout:
                     break
-                for task in list(self._tasks):
-                    if task.done() and not task.cancelled() and task.exception() is not None:
-                        raise task.exception()  # type: ignore[misc]
+                if self._crashed:
+                    error = self._crashed[0].exception()
+                    assert error is not None
+                    raise error
         finally:
             inner.set()
             self._stop.set()

@@ -55,21 +55,11 @@ class LocalBook:
         self._ask_prices = sorted(self.asks)
         self.bids_top_dirty = self.asks_top_dirty = True
 
-    @staticmethod
-    def _apply_side(levels: list[Level], side: dict[float, float], prices: list[float]) -> None:
-        for price, qty in levels:
-            if qty == 0.0:
-                if side.pop(price, None) is not None:
-                    del prices[bisect_left(prices, price)]
-            else:
-                if price not in side:
-                    insort(prices, price)
-                side[price] = qty
-
     def apply(self, bids: list[Level], asks: list[Level]) -> None:
         """Apply one diff. Removing a level that is not in the book is normal (a no-op)."""
         n = self.watch_levels
         if bids:
+            side = self.bids
             prices = self._bid_prices
             # a change at or above the n-th best bid (as it was before) can alter the top n
             if not self.bids_top_dirty:
@@ -78,8 +68,16 @@ class LocalBook:
                     if price >= floor:
                         self.bids_top_dirty = True
                         break
-            self._apply_side(bids, self.bids, prices)
+            for price, qty in bids:
+                if qty == 0.0:
+                    if side.pop(price, None) is not None:
+                        del prices[bisect_left(prices, price)]
+                else:
+                    if price not in side:
+                        insort(prices, price)
+                    side[price] = qty
         if asks:
+            side = self.asks
             prices = self._ask_prices
             if not self.asks_top_dirty:
                 ceiling = prices[n - 1] if len(prices) >= n else _INF
@@ -87,7 +85,14 @@ class LocalBook:
                     if price <= ceiling:
                         self.asks_top_dirty = True
                         break
-            self._apply_side(asks, self.asks, prices)
+            for price, qty in asks:
+                if qty == 0.0:
+                    if side.pop(price, None) is not None:
+                        del prices[bisect_left(prices, price)]
+                else:
+                    if price not in side:
+                        insort(prices, price)
+                    side[price] = qty
 
     def best_bid(self) -> Level | None:
         if not self._bid_prices:
@@ -110,12 +115,14 @@ class LocalBook:
         return bp, self.bids[bp], ap, self.asks[ap]
 
     def top_bids(self, n: int) -> list[Level]:
-        bids = self.bids
-        return [(p, bids[p]) for p in reversed(self._bid_prices[-n:])] if n > 0 else []
+        if n <= 0:
+            return []
+        prices = self._bid_prices[: -n - 1 : -1]  # the last n, best first
+        return list(zip(prices, map(self.bids.__getitem__, prices), strict=True))
 
     def top_asks(self, n: int) -> list[Level]:
-        asks = self.asks
-        return [(p, asks[p]) for p in self._ask_prices[:n]]
+        prices = self._ask_prices[: max(n, 0)]
+        return list(zip(prices, map(self.asks.__getitem__, prices), strict=True))
 
     def crossed(self) -> bool:
         """True when the best bid is at or above the best ask: the book cannot be right."""

@@ -26,7 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 log = logging.getLogger(__name__)
 
-OnFrame = Callable[[str | bytes, str, int], None]
+OnFrame = Callable[[str | bytes, str, int], object]  # (frame, conn_id, recv_us); result unused
 OnEvent = Callable[[str, str], None]  # (conn_id, what: "connected" | "disconnected:<why>")
 _ids = itertools.count(1)
 

@@ -18,6 +18,7 @@ fetches a snapshot (Binance) or resubscribes (Bybit) and feeds the result back.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from depthflow.collector.book import LocalBook
 from depthflow.collector.events import ControlMessage, DepthUpdate, ParseError, TradeEvent
 from depthflow.collector.metrics import CollectorMetrics
 from depthflow.collector.parsers import (
@@ -42,6 +44,7 @@ from depthflow.collector.sync import (
     BinanceBookSync,
     BybitBookSync,
     Outcome,
+    SyncState,
 )
 from depthflow.common.logging import TRACE_HEADER
 
@@ -137,6 +140,9 @@ class FeedProcessor:
         self._received_n: dict[str, int] = {}
         self._applied_n: dict[str, int] = {}
         self._raw_head: dict[tuple[str, str, str], bytes] = {}
+        self._latency = metrics.latency if metrics is not None else None
+        # monotonic time of each symbol's last applied update (the book_age gauge reads it)
+        self._last_applied = metrics.last_applied if metrics is not None else {}
         # the frame being handled (read by the on_applied callback)
         self._recv_us = 0
         self._now = time.monotonic()
@@ -145,15 +151,15 @@ class FeedProcessor:
             self._add_symbol(symbol, reorder_window)
 
     def _add_symbol(self, symbol: str, reorder_window: int) -> None:
-        def on_applied(update: DepthUpdate, prev_id: int, _s: str = symbol) -> None:
-            self._publish_book(_s, update, prev_id)
-
+        key = self._keys[symbol] = f"{self.exchange}:{symbol}".encode()
         cls = BinanceBookSync if self.exchange == "binance" else BybitBookSync
-        sync = self.syncs[symbol] = cls(symbol, on_applied, reorder_window)
-        sync.book.watch_levels = self.book_levels
+        sync = self.syncs[symbol] = cls(symbol, lambda _u, _p: None, reorder_window)
+        book = sync.book  # the same object for the sync's whole life (load/clear mutate it)
+        book.watch_levels = self.book_levels
+        # on_applied(update, prev_id) → _publish_book(symbol, key, book, update, prev_id)
+        sync.on_applied = functools.partial(self._publish_book, symbol, key, book)
         self._received_n[symbol] = 0
         self._applied_n[symbol] = 0
-        self._keys[symbol] = f"{self.exchange}:{symbol}".encode()
         self.last_event_monotonic[symbol] = time.monotonic()
 
     # ------------------------------------------------------------------ frames
@@ -200,18 +206,32 @@ class FeedProcessor:
             self.stats.unknown_symbol += 1
             return None
         self.stats.depth_updates += 1
-        key = self._keys[symbol]
-        self._publish_raw(key, update.exchange, symbol, kind, conn_id, recv_us, frame)
+        self._publish_raw(
+            self._keys[symbol], update.exchange, symbol, kind, conn_id, recv_us, frame
+        )
         self._received_n[symbol] += 1
-        metrics = self.metrics
-        if metrics is not None and update.exchange_ts_us and kind == "ws":
-            metrics.latency.observe(max(0.0, (recv_us - update.exchange_ts_us) / 1e6))
+        latency = self._latency
+        if latency is not None and update.exchange_ts_us and kind == "ws":
+            seconds = (recv_us - update.exchange_ts_us) / 1e6
+            latency.observe(seconds if seconds > 0.0 else 0.0)
         self._now = self.last_event_monotonic[symbol] = time.monotonic()
         self._recv_us = recv_us
         self._trace_n += 1
         self._trace = f"{self._trace_prefix}{self._trace_n:016x}"
-        was_synced = sync.synced
+        was_synced = sync.state is SyncState.SYNCED
         outcome = sync.on_update(update)
+        if outcome is not Outcome.APPLIED or not was_synced:  # not the steady state
+            self._after_update(symbol, sync, outcome, was_synced, conn_id)
+        return outcome
+
+    def _after_update(
+        self,
+        symbol: str,
+        sync: BinanceBookSync | BybitBookSync,
+        outcome: Outcome,
+        was_synced: bool,
+        conn_id: str,
+    ) -> None:
         if outcome in RESYNC_OUTCOMES:
             self._on_broken(symbol, outcome, sync.last_problem, conn_id)
         elif outcome is Outcome.DUPLICATE:
@@ -220,7 +240,6 @@ class FeedProcessor:
             self.stats.held += 1
         if not was_synced and sync.synced:
             self.health(symbol, "synced", f"book valid from update {sync.last_id}", conn_id)
-        return outcome
 
     def _on_broken(self, symbol: str, outcome: Outcome, problem: str, conn_id: str) -> None:
         # a snapshot older than the stream is a gap between the two
@@ -295,7 +314,12 @@ class FeedProcessor:
         recv_us: int,
         frame: Frame,
     ) -> None:
-        payload = frame if isinstance(frame, str) else bytes(frame).decode("utf-8")
+        if isinstance(frame, str):
+            payload = frame
+        elif isinstance(frame, bytes):
+            payload = frame.decode()
+        else:
+            payload = bytes(frame).decode()
         # The same JSON object orjson.dumps of the dict would give, without building the
         # dict: a cached head per (symbol, kind, connection), then the two variable fields.
         head_key = (symbol, kind, conn_id)
@@ -321,26 +345,35 @@ class FeedProcessor:
             key,
         )
 
-    def _publish_book(self, symbol: str, update: DepthUpdate, prev_id: int) -> None:
-        book = self.syncs[symbol].book
-        self.stats.applied += 1
+    def _publish_book(
+        self, symbol: str, key: bytes, book: LocalBook, update: DepthUpdate, prev_id: int
+    ) -> None:
+        stats = self.stats
+        stats.applied += 1
         self._applied_n[symbol] += 1
-        if self.metrics is not None:
-            self.metrics.touch(symbol, self._now)
+        self._last_applied[symbol] = self._now
         tob = book.top_of_book()
         if tob is None:
             return  # a side is empty: nothing to quote, nothing published
         changed = self._tob.get(symbol) != tob
         if changed:
             self._tob[symbol] = tob
-            self.stats.tob_changes += 1
+            stats.tob_changes += 1
         # render each side's top N only when the book says it may have changed
         if book.bids_top_dirty or symbol not in self._bids_json:
-            self._bids_json[symbol] = orjson.Fragment(orjson.dumps(book.top_bids(self.book_levels)))
+            bids = self._bids_json[symbol] = orjson.Fragment(
+                orjson.dumps(book.top_bids(self.book_levels))
+            )
             book.bids_top_dirty = False
+        else:
+            bids = self._bids_json[symbol]
         if book.asks_top_dirty or symbol not in self._asks_json:
-            self._asks_json[symbol] = orjson.Fragment(orjson.dumps(book.top_asks(self.book_levels)))
+            asks = self._asks_json[symbol] = orjson.Fragment(
+                orjson.dumps(book.top_asks(self.book_levels))
+            )
             book.asks_top_dirty = False
+        else:
+            asks = self._asks_json[symbol]
         trace = self._trace
         self.publisher.produce(
             self.topics.book,
@@ -357,17 +390,17 @@ class FeedProcessor:
                     "bid_qty": tob[1],
                     "ask_price": tob[2],
                     "ask_qty": tob[3],
-                    "bids": self._bids_json[symbol],
-                    "asks": self._asks_json[symbol],
+                    "bids": bids,
+                    "asks": asks,
                     "trace_id": trace,
                     "cross_seq": update.seq,
                     "tob_changed": changed,
                 }
             ),
-            self._keys[symbol],
+            key,
             [(TRACE_HEADER, trace.encode())],
         )
-        self.stats.books_published += 1
+        stats.books_published += 1
         self.last_book_id[symbol] = update.seq or update.last_id
 
     def flush_metrics(self) -> None:

@@ -29,6 +29,12 @@ MAX_LEVELS = 10_000
 MAX_TRADES = 10_000
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_\-]{0,39}$")
 _INF = math.inf
+# Decimal-string → float is most of a depth message's parsing cost, and a market's price
+# strings repeat (levels near the touch are updated over and over): each price string is
+# converted and checked once, then looked up. Bounded: emptied when full.
+_PRICE_CACHE_MAX = 1 << 18
+_prices: dict[str, float] = {}
+_symbols: set[str] = set()  # symbol strings already checked
 
 Frame = str | bytes | bytearray | memoryview
 TradeBatch = list[TradeEvent]
@@ -60,8 +66,13 @@ def _int(exchange: str, obj: dict[str, Any], field: str, minimum: int = 0) -> in
 
 def _symbol(exchange: str, obj: dict[str, Any], field: str) -> str:
     value = obj.get(field)
+    if type(value) is str and value in _symbols:
+        return value
     if type(value) is not str or not _SYMBOL.match(value):
         raise ParseError(exchange, f"field {field!r} is not a symbol: {value!r:.60}")
+    if len(_symbols) >= 100_000:
+        _symbols.clear()
+    _symbols.add(value)
     return value
 
 
@@ -89,17 +100,27 @@ def _levels(exchange: str, obj: dict[str, Any], field: str) -> list[Level]:
         raise ParseError(exchange, f"field {field!r} has {len(raw)} levels (max {MAX_LEVELS})")
     out: list[Level] = []
     append = out.append
+    prices = _prices
     for level in raw:
         if type(level) is not list or len(level) != 2:
             raise ParseError(exchange, f"{field} level is not a [price, qty] pair: {level!r:.60}")
         p, q = level
         # Fast path: well-formed strings; the checks below reject everything else.
         if type(p) is str and type(q) is str:
+            price = prices.get(p)
+            if price is None:
+                try:
+                    price = float(p)
+                except ValueError:
+                    price = 0.0  # rejected below, with the reason
+                if 0.0 < price < _INF:
+                    if len(prices) >= _PRICE_CACHE_MAX:
+                        prices.clear()
+                    prices[p] = price
             try:
-                price = float(p)
                 qty = float(q)
             except ValueError:
-                raise ParseError(exchange, f"{field} level is not decimal: {level!r:.60}") from None
+                qty = -1.0
             if 0.0 < price < _INF and 0.0 <= qty < _INF:
                 append((price, qty))
                 continue
@@ -113,11 +134,25 @@ def _levels(exchange: str, obj: dict[str, Any], field: str) -> list[Level]:
 
 def _binance_depth(event: dict[str, Any]) -> DepthUpdate:
     ex = "binance"
-    first = _int(ex, event, "U")
-    last = _int(ex, event, "u")
-    prev = _int(ex, event, "pu", minimum=-1)
-    if last < first:
-        raise ParseError(ex, f"u {last} < U {first}")
+    get = event.get
+    first, last, prev, ts = get("U"), get("u"), get("pu"), get("E")
+    # one test for the usual case; otherwise field by field, for the right error
+    if not (
+        type(first) is int
+        and type(last) is int
+        and type(prev) is int
+        and type(ts) is int
+        and 0 <= first <= last
+        and prev >= -1
+        and ts >= 0
+    ):
+        first = _int(ex, event, "U")
+        last = _int(ex, event, "u")
+        prev = _int(ex, event, "pu", minimum=-1)
+        if last < first:
+            raise ParseError(ex, f"u {last} < U {first}")
+        _symbol(ex, event, "s")  # checked before E, as always
+        ts = _int(ex, event, "E")
     return DepthUpdate(
         "binance",
         _symbol(ex, event, "s"),
@@ -125,7 +160,7 @@ def _binance_depth(event: dict[str, Any]) -> DepthUpdate:
         first,
         last,
         prev,
-        _int(ex, event, "E") * 1000,
+        ts * 1000,
         _levels(ex, event, "b"),
         _levels(ex, event, "a"),
     )

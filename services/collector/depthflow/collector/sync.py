@@ -77,13 +77,20 @@ class _SyncBase:
     def _apply(self, update: DepthUpdate) -> bool:
         """Apply one update; False (book cleared) when it left the book crossed."""
         prev = self.last_id
-        self.book.apply(update.bids, update.asks)
+        book = self.book
+        book.apply(update.bids, update.asks)
         self.last_id = update.last_id
-        if self.book.crossed():
+        if book.crossed():
             self._invalidate(f"crossed book after update {update.last_id}")
             return False
         self.on_applied(update, prev)
         return True
+
+    def _apply_in_order(self, update: DepthUpdate) -> Outcome:
+        """Apply the update that follows the last one, then any held successors."""
+        if not self._apply(update) or (self.pending and not self._drain_pending()):
+            return Outcome.CROSSED
+        return Outcome.APPLIED
 
     def _drain_pending(self) -> bool:
         pending = self.pending
@@ -170,8 +177,8 @@ class BinanceBookSync(_SyncBase):
             return Outcome.STALE_SNAPSHOT
         if d.last_id <= last:
             return Outcome.DUPLICATE
-        if d.prev_id == last:
-            if not self._apply(d) or not self._drain_pending():
+        if d.prev_id == last:  # the steady state: _apply_in_order, inlined
+            if not self._apply(d) or (self.pending and not self._drain_pending()):
                 return Outcome.CROSSED
             return Outcome.APPLIED
         if d.prev_id > last and self._hold(d):
@@ -218,9 +225,7 @@ class BybitBookSync(_SyncBase):
         if update.last_id <= last:
             return Outcome.DUPLICATE
         if update.last_id == last + 1:
-            if not self._apply(update) or not self._drain_pending():
-                return Outcome.CROSSED
-            return Outcome.APPLIED
+            return self._apply_in_order(update)
         if self._hold(update):
             return Outcome.HELD
         self._invalidate(f"gap: expected u {last + 1}, got u {update.last_id}")

@@ -44,6 +44,8 @@ QUOTES_COLUMNS = (
     "bid_price",
     "bid_amount",
 )
+# one orderbook_data row as imported: QUOTES_COLUMNS, then update_id
+QuoteRow = tuple[str, str, int, int, float | None, float | None, float | None, float | None, int]
 
 
 def export_quotes(dsn: str, schema: str, out: Path, symbol: str | None = None) -> int:
@@ -86,12 +88,12 @@ def import_quotes(dsn: str, schema: str, path: Path, batch: int = 10_000) -> int
         missing = set(QUOTES_COLUMNS) - set(reader.fieldnames or ())
         if missing:
             raise ValueError(f"not a Tardis quotes file, missing columns: {sorted(missing)}")
-        rows: list[tuple[object, ...]] = []
+        rows: list[QuoteRow] = []
 
         def flush() -> None:
             if not rows:
                 return
-            days = {int(r[2]) // 86_400_000_000 for r in rows}
+            days = {r[2] // 86_400_000_000 for r in rows}
             for day in days:
                 conn.execute(
                     sql.SQL(
@@ -425,9 +427,12 @@ def read_topic_values(bootstrap_config: dict[str, Any], topic: str) -> Iterator[
             pos = lo
             while pos < hi:
                 for msg in consumer.consume(10_000, timeout=5):
-                    if msg.error() is None:
-                        pos = msg.offset() + 1
-                        if pos <= hi:
-                            yield msg.value()
+                    offset = msg.offset()
+                    if msg.error() is not None or offset is None:
+                        continue  # a partition event (e.g. EOF), not a record
+                    pos = offset + 1
+                    value = msg.value()
+                    if pos <= hi and value is not None:  # None: a tombstone, no payload
+                        yield value
     finally:
         consumer.close()
