@@ -1,14 +1,29 @@
 """Backtest fast path: book events/s through features + strategy (imbalance) + risk + fill
-model, one process, one core, over generated books and trades of two symbols.
+model, one process, one core, over generated books and trades of two symbols, in both
+features modes:
+
+- ``stream``: every event through the streaming ``FeatureState`` (the live engine);
+- ``batch`` (the default): each symbol's vectors computed at once over the loaded range
+  (``vectors.batch_symbol_vectors``: packing the books into arrays, the engine's accept/skip/
+  refuse decisions, ``compute_batch``), the imbalance rule decided for all of them at once,
+  then the event-time execution walk.
+
+Both must give the same bytes (checked here on ``trades.csv`` and ``signals.csv``). Each path
+is timed from the loaded streams to the finished result, the merge of the streams
+(``events.merge_symbols``) excluded as before; ``with_merge`` includes it (what a real run
+pays, ``run.json``'s replay time).
 
 Ceilings measured in the same run, on the same events:
 
 - ``decode``: ``orjson.loads`` of each book's md.book JSON (what reading the input costs at
   least, per book);
-- ``features_only``: the merged events through ``FeatureState`` alone (the 110 features are
-  the bulk of the work; nothing downstream can be faster than this).
+- ``features_only_stream``: the merged events through ``FeatureState`` alone;
+- ``features_only_batch``: ``batch_symbol_vectors`` alone (the batch mode's feature part),
+  and ``compute_batch_only`` its vectorised core on books already packed into arrays;
+- ``merge_only``: the heap merge of the streams into one event-time list;
+- ``pack_books``: the books' Python level lists into (N, 20) arrays (part of the batch mode).
 
-A cProfile of a shorter run names where the time goes (top functions by own time).
+A cProfile of a shorter run of each mode names where the time goes (top functions by own time).
 """
 
 from __future__ import annotations
@@ -17,21 +32,26 @@ import cProfile
 import io
 import pstats
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from depthflow.backtest.app import _chunks
-from depthflow.backtest.engine import BacktestEngine, EngineConfig
+from depthflow.backtest.engine import BacktestEngine, EngineConfig, EngineResult
 from depthflow.backtest.events import Event, SymbolStreams, merge_symbols
+from depthflow.backtest.report import signals_csv, trades_csv
 from depthflow.backtest.synthetic import synthetic_streams
+from depthflow.backtest.vectors import FeaturesMode, _pack, batch_symbol_vectors
 from depthflow.executor.fills import FillModelConfig
 from depthflow.executor.risk import RiskLimits
+from depthflow.features.batch import compute_batch
 from depthflow.features.engine import FeatureState
 from depthflow.strategy.config import RuntimeConfig
 from depthflow.strategy.imbalance import ImbalanceStrategy
 
 RUNTIME = RuntimeConfig(cooldown_s=1.0, min_cluster_volume=0.0)
+MODES: tuple[FeaturesMode, ...] = ("stream", "batch")
 
 
 def _streams(n_books: int) -> list[SymbolStreams]:
@@ -42,27 +62,30 @@ def _streams(n_books: int) -> list[SymbolStreams]:
     ]
 
 
-def _engine(streams: list[SymbolStreams]) -> BacktestEngine:
+def _engine(streams: list[SymbolStreams], mode: FeaturesMode) -> BacktestEngine:
     start = min(s.books[0].ts for s in streams)
     config = EngineConfig(
         FillModelConfig(), RiskLimits(), 20.0, 0, 100_000.0, 60_000_000, trade_from_us=start
     )
-    return BacktestEngine(config, ImbalanceStrategy(RUNTIME))
+    return BacktestEngine(config, ImbalanceStrategy(RUNTIME), features_mode=mode)
 
 
-def _full(events: list[Event], streams: list[SymbolStreams]) -> tuple[float, dict[str, int]]:
-    engine = _engine(streams)
+def _full(
+    mode: FeaturesMode, events: list[Event] | None, streams: list[SymbolStreams]
+) -> tuple[float, float, EngineResult]:
+    """One run: wall and CPU seconds; ``events`` None: the merge is part of the timed path."""
+    engine = _engine(streams, mode)
+    c0 = time.process_time()
     t0 = time.perf_counter()
-    for chunk in _chunks(iter(events), 512):
+    engine.prepare(streams)
+    source = iter(events) if events is not None else merge_symbols(streams)
+    for chunk in _chunks(source, 512):
         engine.run_chunk(chunk)
     result = engine.finish()
-    return time.perf_counter() - t0, {
-        "signals": len(result.signals),
-        "fills": len(result.trades),
-    }
+    return time.perf_counter() - t0, time.process_time() - c0, result
 
 
-def _features_only(events: list[Event]) -> float:
+def _features_only_stream(events: list[Event]) -> float:
     states: dict[str, FeatureState] = {}
     t0 = time.perf_counter()
     for e in events:
@@ -76,6 +99,12 @@ def _features_only(events: list[Event]) -> float:
     return time.perf_counter() - t0
 
 
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
 def _decode(blobs: list[bytes]) -> float:
     loads = orjson.loads
     t0 = time.perf_counter()
@@ -84,11 +113,12 @@ def _decode(blobs: list[bytes]) -> float:
     return time.perf_counter() - t0
 
 
-def _profile(streams: list[SymbolStreams], top: int = 8) -> list[str]:
+def _profile(streams: list[SymbolStreams], mode: FeaturesMode, top: int = 10) -> list[str]:
     events = list(merge_symbols(streams))
-    engine = _engine(streams)
+    engine = _engine(streams, mode)
     prof = cProfile.Profile()
     prof.enable()
+    engine.prepare(streams)
     for chunk in _chunks(iter(events), 512):
         engine.run_chunk(chunk)
     prof.disable()
@@ -128,30 +158,88 @@ def run(n_books: int = 20_000, rounds: int = 3) -> dict[str, Any]:
         for s in streams
         for b in s.books
     ]
-    full_s = feat_s = dec_s = float("inf")
+    packed = [(_pack(s.books)[0], batch_symbol_vectors(s, 0)) for s in streams]
+    best: dict[str, float] = {}
+    samples: dict[str, list[float]] = {}
+    outputs: dict[str, tuple[bytes, bytes]] = {}
     counts: dict[str, int] = {}
+
+    def note(name: str, seconds: float) -> None:
+        best[name] = min(best.get(name, float("inf")), seconds)
+        samples.setdefault(name, []).append(seconds)
+
     for _ in range(rounds):
-        dt, counts = _full(events, streams)
-        full_s = min(full_s, dt)
-        feat_s = min(feat_s, _features_only(events))
-        dec_s = min(dec_s, _decode(blobs))
-    full = books / full_s
-    feat = books / feat_s
-    dec = books / dec_s
+        for mode in MODES:
+            dt, cpu, result = _full(mode, events, streams)
+            note(mode, dt)
+            note(f"{mode}_cpu", cpu)
+            outputs[mode] = (trades_csv(result), signals_csv(result))
+            counts = {"signals": len(result.signals), "fills": len(result.trades)}
+            note(f"{mode}_with_merge", _full(mode, None, streams)[0])
+        note("features_only_stream", _features_only_stream(events))
+        note("features_only_batch", _timed(lambda: [batch_symbol_vectors(s, 0) for s in streams]))
+        note(
+            "compute_batch_only",
+            _timed(
+                lambda: [
+                    compute_batch(arrays, _trades(s))
+                    for (arrays, _), s in zip(packed, streams, strict=True)
+                ]
+            ),
+        )
+        note("pack_books", _timed(lambda: [_pack(s.books) for s in streams]))
+        note("merge_only", _timed(lambda: list(merge_symbols(streams))))
+        note("decode", _decode(blobs))
+
+    def rate(name: str) -> int:
+        return round(books / best[name])
+
+    def spread(name: str) -> list[int]:
+        return sorted(round(books / x) for x in samples[name])
+
     return {
         "books": books,
         "events": len(events),
-        "fast_path_book_events_per_s": round(full),
-        "fast_path_all_events_per_s": round(len(events) / full_s),
-        "ceiling_features_only_book_events_per_s": round(feat),
-        "ceiling_decode_book_json_per_s": round(dec),
-        "fast_path_vs_features_only": round(full / feat, 3),
-        "fast_path_vs_decode": round(full / dec, 4),
+        "rounds": rounds,
+        "batch_equals_stream_bytes": outputs["stream"] == outputs["batch"],
+        "fast_path_batch_book_events_per_s": rate("batch"),
+        "fast_path_batch_all_events_per_s": round(len(events) / best["batch"]),
+        "fast_path_batch_with_merge_book_events_per_s": rate("batch_with_merge"),
+        "fast_path_stream_book_events_per_s": rate("stream"),
+        "fast_path_stream_with_merge_book_events_per_s": rate("stream_with_merge"),
+        "batch_vs_stream": round(best["stream"] / best["batch"], 2),
+        # CPU time of this process: less disturbed by the other jobs on the machine
+        "fast_path_batch_cpu_book_events_per_s": rate("batch_cpu"),
+        "fast_path_stream_cpu_book_events_per_s": rate("stream_cpu"),
+        "spread_book_events_per_s": {
+            "batch": spread("batch"),
+            "stream": spread("stream"),
+            "batch_with_merge": spread("batch_with_merge"),
+            "batch_cpu": spread("batch_cpu"),
+            "stream_cpu": spread("stream_cpu"),
+        },
+        "ceiling_features_only_stream_book_events_per_s": rate("features_only_stream"),
+        "ceiling_features_only_batch_book_events_per_s": rate("features_only_batch"),
+        "ceiling_compute_batch_only_books_per_s": rate("compute_batch_only"),
+        "ceiling_pack_books_per_s": rate("pack_books"),
+        "ceiling_merge_only_book_events_per_s": rate("merge_only"),
+        "ceiling_decode_book_json_per_s": rate("decode"),
+        "fast_path_batch_vs_features_only_batch": round(
+            best["features_only_batch"] / best["batch"], 3
+        ),
+        "fast_path_batch_vs_decode": round(best["decode"] / best["batch"], 3),
         "target_book_events_per_s": 100_000,
         "signals": counts.get("signals", 0),
         "fills": counts.get("fills", 0),
-        "profile_top_own_time": _profile(_streams(4_000)),
+        "profile_batch_top_own_time": _profile(_streams(8_000), "batch"),
+        "profile_stream_top_own_time": _profile(_streams(4_000), "stream", top=6),
     }
+
+
+def _trades(s: SymbolStreams) -> Any:
+    from depthflow.backtest.vectors import _accept_trades
+
+    return _accept_trades(s.trades)[0]
 
 
 if __name__ == "__main__":

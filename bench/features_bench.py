@@ -1,24 +1,42 @@
 """Feature set v1 throughput: streaming vectors/s on one core with per-update latency
 p50/p99, and batch vectors/s, over the same generated series.
 
-The ceiling measured in the same run is a bare loop that only walks the books' levels
-(summing quantities) - the least any per-update Python code must spend.
+``engine``: the pure ``FeatureState`` (no I/O). The ceiling measured in the same run is a
+bare loop that only walks the books' levels (summing quantities) - the least any per-update
+Python code must spend.
 
-``service`` figures (real Kafka + PostgreSQL): the same input through (a) the faust-streaming
-worker (``depthflow features`` subprocess) with ``stream.take`` batches of 500 and of 1, and
-(b) a plain aiokafka ``getmany`` loop driving the very same ``FeaturesProcessor.handle``
-(decode, merge, compute, COPY, publish, state checkpoint) in-process. Rates are
-vectors / (last - first features.v1 CreateTime), so start-up and recovery are excluded; the
-ratio plain/faust is faust's overhead.
+``service`` (real Kafka + PostgreSQL): the same md.book/md.trades input, in the same run,
+through three consumers that all drive the very same ``FeaturesProcessor.handle`` (decode,
+merge, compute, COPY until durable, publish features.v1, checkpoint the state):
+
+- ``plain_aiokafka``: a bare aiokafka ``getmany(500)`` loop in its own process (changelog on
+  a plain topic, commit after the batch) - the ceiling the faust paths are compared with;
+- ``faust_take``: the ``depthflow features`` faust worker, ``stream.take_events(500)``;
+- ``faust_per_message``: the same worker with ``take_events(1)``: each message is one batch,
+  so one durable COPY and one producer flush per message (what per-message processing costs
+  while offsets are committed only after the durable write).
+
+Per variant: ``vectors_per_s`` = vectors / (last - first features.v1 CreateTime), so start-up
+and recovery are excluded; ``cpu_us_per_vector`` = the consumer process's CPU time (every
+thread: Python, librdkafka, asyncpg) between its first and last output, divided by the
+vectors - the "per core" figure on a machine whose other core runs Kafka and PostgreSQL;
+``update_us_p50/p99`` = the engine's per-update time inside the service;
+``batch_us_per_vector_p50/p99`` = a batch's wall time (decode to durable and published) / its
+vectors. The plain and take variants run ``repeats`` times (median and min-max reported).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +96,9 @@ def run_engine(n_books: int = 20_000, seed: int = 42) -> dict[str, Any]:
 
 # -- the service path over Kafka -----------------------------------------------------------
 
+ROOT = Path(__file__).resolve().parents[1]
+BATCH = 500
+
 
 class _Msg:
     __slots__ = ("headers", "key", "offset", "partition", "topic", "value")
@@ -128,33 +149,38 @@ class _PlainTable:
         )
 
 
-async def _plain_loop(env: dict[str, str], n_books: int, kafka: Any, pg: Any) -> None:
+async def _plain_loop() -> dict[str, Any]:
+    """The plain consumer: run in its own process (``--plain-loop``), settings from the
+    environment like the worker's; returns its in-process figures."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-    from depthflow.common.settings import HttpSettings
-    from depthflow.features.app import FeaturesProcessor, prepare
+    from depthflow.common.kafka import create_topics
+    from depthflow.common.settings import HttpSettings, KafkaSettings, PostgresSettings
+    from depthflow.features.app import FeaturesProcessor, prepare, tune_gc
     from depthflow.features.config import FeaturesSettings
 
-    settings = FeaturesSettings(
-        **{k[9:].lower(): v for k, v in env.items() if k.startswith("FEATURES_")}
-    )
+    settings = FeaturesSettings()
+    kafka = KafkaSettings()
+    pg = PostgresSettings()
+    expected = int(os.environ["BENCH_EXPECTED_VECTORS"])
     prepare(settings, kafka, pg)
     producer = AIOKafkaProducer(
         **kafka.aiokafka_config(),
         acks="all",
-        linger_ms=5,
+        linger_ms=int(settings.producer_linger_ms),
+        max_batch_size=settings.producer_batch_bytes,
+        max_request_size=max(1_000_000, settings.producer_batch_bytes),
         enable_idempotence=True,
-        max_request_size=1_000_000,
     )
     await producer.start()
     plain = _PlainProducer(producer, f"{settings.app_id}-plain-changelog")
-    from depthflow.common.kafka import create_topics
-
     create_topics(kafka, [plain.changelog], partitions=settings.partitions)
     app = type("PlainApp", (), {"producer": plain})()
     table = _PlainTable(plain)
-    proc = FeaturesProcessor(app, table, settings, kafka, pg, HttpSettings())
+    proc = FeaturesProcessor(app, table, settings, kafka, pg, HttpSettings(port=0))
     await proc.start()
+    if settings.gc_freeze:
+        tune_gc(settings.gc_gen0_threshold)
     consumer = AIOKafkaConsumer(
         settings.topic_book,
         settings.topic_trades,
@@ -165,7 +191,7 @@ async def _plain_loop(env: dict[str, str], n_books: int, kafka: Any, pg: Any) ->
     )
     await consumer.start()
     try:
-        while proc.vectors_total < n_books:
+        while proc.vectors_total < expected:
             batch = await consumer.getmany(timeout_ms=200, max_records=settings.batch_max)
             if not batch:
                 continue
@@ -178,9 +204,160 @@ async def _plain_loop(env: dict[str, str], n_books: int, kafka: Any, pg: Any) ->
         await consumer.stop()
         await proc.stop()
         await producer.stop()
+    p50, p99 = proc.m_latency.percentiles_us(50, 99)
+    c50, c99 = proc.m_cost.percentiles_us(50, 99)
+    return {
+        "update_us_p50": p50,
+        "update_us_p99": p99,
+        "batch_us_per_vector_p50": c50,
+        "batch_us_per_vector_p99": c99,
+    }
 
 
-def _output_rate(kafka: Any, topic: str, expected: int, timeout: float) -> dict[str, Any]:
+def _bare_consumer(kind: str) -> dict[str, Any]:
+    """Consume the input topics and do nothing else (``--faust-bare``: a faust agent with
+    ``take_events(500)``; ``--plain-bare``: an aiokafka ``getmany(500)`` loop committing each
+    batch): the per-message cost of each consumer alone. CPU from the first to the last
+    event, in-process (every thread)."""
+    topics = os.environ["BENCH_TOPICS"].split(",")
+    expected = int(os.environ["BENCH_EXPECTED_EVENTS"])
+    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    group = f"bench-bare-{uuid.uuid4().hex[:8]}"
+    marks: dict[str, float] = {}
+    seen = 0
+
+    def count(n: int) -> bool:
+        nonlocal seen
+        if not seen:
+            marks["cpu0"], marks["t0"] = time.process_time(), time.perf_counter()
+        seen += n
+        if seen >= expected:
+            marks["cpu1"], marks["t1"] = time.process_time(), time.perf_counter()
+            return True
+        return False
+
+    def result() -> dict[str, Any]:
+        cpu = marks["cpu1"] - marks["cpu0"]
+        wall = max(marks["t1"] - marks["t0"], 1e-6)
+        return {
+            "events": seen,
+            "events_per_s": round(seen / wall),
+            "cpu_us_per_event": round(cpu / seen * 1e6, 1),
+        }
+
+    if kind == "plain":
+        from aiokafka import AIOKafkaConsumer
+
+        async def plain() -> dict[str, Any]:
+            consumer = AIOKafkaConsumer(
+                *topics,
+                bootstrap_servers=bootstrap,
+                group_id=group,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+            )
+            await consumer.start()
+            try:
+                while True:
+                    batch = await consumer.getmany(timeout_ms=200, max_records=BATCH)
+                    n = sum(len(v) for v in batch.values())
+                    if n:
+                        done = count(n)
+                        await consumer.commit()
+                        if done:
+                            return result()
+            finally:
+                await consumer.stop()
+
+        return asyncio.run(plain())
+
+    import faust
+
+    app = faust.App(
+        group,
+        broker=f"kafka://{bootstrap}",
+        web_enabled=False,
+        autodiscover=False,
+        consumer_auto_offset_reset="earliest",
+        stream_wait_empty=False,
+        topic_partitions=1,
+    )
+    source = app.topic(*topics, key_serializer="raw", value_serializer="raw")
+
+    async def bare(stream: Any) -> None:
+        async for events in stream.take_events(BATCH, 0.05):
+            if count(len(events)):
+                print(json.dumps(result()), flush=True)
+                os._exit(0)  # the figures are out; no need for a graceful faust shutdown
+
+    app.agent(source, name="bare")(bare)
+    worker = faust.Worker(app, loglevel="warning", redirect_stdouts=False)
+    worker.execute_from_commandline()
+    raise RuntimeError("faust worker stopped before the last event")
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (all its threads), from /proc; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _watch_output(
+    kafka: Any,
+    topic: str,
+    expected: int,
+    timeout: float,
+    pid: int,
+    alive: Callable[[], bool],
+) -> dict[str, Any]:
+    """Consume ``topic`` (created beforehand, one partition) while the consumer under test
+    runs: the rate from the messages' CreateTime, and its CPU time between its first and its
+    last output. ``assign``, not ``subscribe``: a group join would see the first message
+    seconds late."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            **kafka.confluent_config(),
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    stamps: list[int] = []
+    cpu0 = cpu1 = None
+    deadline = time.monotonic() + timeout
+    try:
+        while len(stamps) < expected and time.monotonic() < deadline:
+            if not alive():
+                break
+            for m in consumer.consume(1000, timeout=0.02):
+                if m.error() is None:
+                    if cpu0 is None:
+                        cpu0 = _cpu_seconds(pid)
+                    stamps.append(m.timestamp()[1])
+        cpu1 = _cpu_seconds(pid)
+    finally:
+        consumer.close()
+    if len(stamps) < expected:
+        raise RuntimeError(f"only {len(stamps)}/{expected} vectors on {topic}")
+    span_s = max((max(stamps) - min(stamps)) / 1000, 1e-3)
+    out: dict[str, Any] = {
+        "vectors": len(stamps),
+        "span_s": round(span_s, 3),
+        "vectors_per_s": round(len(stamps) / span_s),
+    }
+    if cpu0 is not None and cpu1 is not None and cpu1 > cpu0:
+        # the first message was seen after the consumer produced it: a small undercount
+        out["cpu_us_per_vector"] = round((cpu1 - cpu0) / len(stamps) * 1e6, 1)
+    return out
+
+
+def _last_heartbeat(kafka: Any, topic: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The detail of the newest heartbeat on ``topic`` (the worker's own latency figures)."""
     from confluent_kafka import Consumer
 
     consumer = Consumer(
@@ -192,69 +369,52 @@ def _output_rate(kafka: Any, topic: str, expected: int, timeout: float) -> dict[
         }
     )
     consumer.subscribe([topic])
-    stamps: list[int] = []
+    detail: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
     try:
-        while len(stamps) < expected and time.monotonic() < deadline:
-            for m in consumer.consume(1000, timeout=0.5):
-                if m.error() is None:
-                    stamps.append(m.timestamp()[1])
+        while time.monotonic() < deadline:
+            msgs = consumer.consume(100, timeout=0.5)
+            for m in msgs:
+                value = m.value()
+                if m.error() is None and value:
+                    detail = json.loads(value)["detail"]
+            if detail and not msgs:
+                break
     finally:
         consumer.close()
-    if len(stamps) < expected:
-        raise RuntimeError(f"only {len(stamps)}/{expected} vectors on {topic}")
-    span_s = max((max(stamps) - min(stamps)) / 1000, 1e-3)
-    return {
-        "vectors": len(stamps),
-        "span_s": round(span_s, 3),
-        "vectors_per_s": round(len(stamps) / span_s),
-    }
+    keys = ("update_us_p50", "update_us_p99", "batch_us_per_vector_p50", "batch_us_per_vector_p99")
+    return {k: detail[k] for k in keys if k in detail}
 
 
-def run_service(n_books: int = 6000, seed: int = 43) -> dict[str, Any]:
-    """faust worker (take 500 and take 1) vs a plain aiokafka loop over the same input."""
-    import psycopg
-    from psycopg import sql
-
-    from depthflow.common.kafka import Producer, create_topics, delete_topics
+def _produce_input(kafka: Any, book: str, trades: str, n_books: int, seed: int) -> int:
+    from depthflow.common.kafka import Producer
     from depthflow.common.logging import trace_headers
     from depthflow.common.schemas import BOOK, TRADES, symbol_key
-    from depthflow.common.settings import KafkaSettings, PostgresSettings
-    from depthflow.common.testing import infra
-    from depthflow.common.testing.processes import ServiceProcess, free_port
 
-    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap())
-    dsn = infra.postgres_dsn()
-    from pydantic import SecretStr
-
-    pg = PostgresSettings(dsn=SecretStr(dsn))
-    run_id = uuid.uuid4().hex[:8]
-    book, trades = f"bench.book.{run_id}", f"bench.trades.{run_id}"
-    create_topics(kafka, [book, trades], partitions=1)
     series = generate(n_books, seed=seed, mean_gap_us=300_000)
     producer = Producer(kafka, client_id="bench-features")
     key = symbol_key("binance", "BTCUSDT")
     last_ts = 0
+
+    def trade(trade_id: str, price: float, qty: float, buy: bool, ts: int) -> bytes:
+        return TRADES.encode(
+            {
+                "schema_version": 1,
+                "exchange": "binance",
+                "symbol": "BTCUSDT",
+                "trade_id": trade_id,
+                "price": price,
+                "qty": qty,
+                "side": "buy" if buy else "sell",
+                "exchange_ts_us": ts,
+                "local_ts_us": ts,
+            }
+        )
+
     for i, e in enumerate(series.events):
         if e[0] == "t":
             last_ts = max(last_ts, e[4])
-            producer.produce(
-                trades,
-                TRADES.encode(
-                    {
-                        "schema_version": 1,
-                        "exchange": "binance",
-                        "symbol": "BTCUSDT",
-                        "trade_id": str(i),
-                        "price": e[1],
-                        "qty": e[2],
-                        "side": "buy" if e[3] else "sell",
-                        "exchange_ts_us": e[4],
-                        "local_ts_us": e[4],
-                    }
-                ),
-                key,
-            )
+            producer.produce(trades, trade(str(i), e[1], e[2], e[3], e[4]), key)
         else:
             _, bids, asks, ts, lts, seq = e
             last_ts = max(last_ts, ts)
@@ -280,26 +440,45 @@ def run_service(n_books: int = 6000, seed: int = 43) -> dict[str, Any]:
                 key,
                 headers=trace_headers(f"b{seq}"),
             )
-    producer.produce(
-        trades,
-        TRADES.encode(
-            {
-                "schema_version": 1,
-                "exchange": "binance",
-                "symbol": "BTCUSDT",
-                "trade_id": "end",
-                "price": 100_000.0,
-                "qty": 0.001,
-                "side": "buy",
-                "exchange_ts_us": last_ts + 1_000_000,
-                "local_ts_us": last_ts + 1_000_000,
-            }
-        ),
-        key,
-    )
+    # releases the books still waiting for the trade feed
+    producer.produce(trades, trade("end", 100_000.0, 0.001, True, last_ts + 1_000_000), key)
     producer.flush()
+    return len(series.trades.ts)
 
-    out: dict[str, Any] = {"books": n_books, "trades": len(series.trades.ts)}
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and min-max of every numeric figure over repeated runs."""
+    out: dict[str, Any] = {"runs": len(runs)}
+    for k in runs[0]:
+        xs = [r[k] for r in runs if isinstance(r.get(k), int | float)]
+        if not xs or k in ("vectors",):
+            continue
+        med = statistics.median(xs)
+        out[k] = round(med, 1) if isinstance(med, float) else med
+        if len(xs) > 1:
+            out[f"{k}_range"] = [min(xs), max(xs)]
+    return out
+
+
+def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[str, Any]:
+    """plain aiokafka loop vs faust take_events(500) vs faust per message, same input."""
+    import psycopg
+    from confluent_kafka.admin import AdminClient
+    from psycopg import sql
+
+    from depthflow.common.kafka import create_topics, delete_topics
+    from depthflow.common.settings import KafkaSettings
+    from depthflow.common.testing import infra
+    from depthflow.common.testing.processes import ServiceProcess, free_port
+
+    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap())
+    dsn = infra.postgres_dsn()
+    run_id = uuid.uuid4().hex[:8]
+    book, trades = f"bench.book.{run_id}", f"bench.trades.{run_id}"
+    create_topics(kafka, [book, trades], partitions=1)
+    n_trades = _produce_input(kafka, book, trades, n_books, seed)
+
+    out: dict[str, Any] = {"books": n_books, "trades": n_trades}
     made: list[str] = [book, trades]
     schemas: list[str] = []
     log_dir = Path(tempfile.mkdtemp(prefix=f"features-bench-{run_id}-"))
@@ -323,36 +502,122 @@ def run_service(n_books: int = 6000, seed: int = 43) -> dict[str, Any]:
             "FEATURES_MERGE_HOLD_MS": "200",
             "FEATURES_BATCH_MAX": str(batch_max),
             "FEATURES_SESSION_TIMEOUT_S": "6",
+            "FEATURES_HEARTBEAT_INTERVAL_S": "0.5",
             "LOG_JSON": "false",
         }
 
-    try:
-        for name, batch_max in (("faust_take500", 500), ("faust_take1", 1)):
-            env = env_for(name, batch_max)
-            port = free_port()
-            proc = ServiceProcess(
-                name,
-                ["features"],
-                {**env, "HTTP_PORT": str(port)},
-                log_dir,
-                health_url=f"http://127.0.0.1:{port}/readyz",
-            ).start()
-            try:
-                proc.wait_healthy(120)
-                out[name] = _output_rate(kafka, env["FEATURES_TOPIC_FEATURES"], n_books, 300)
-            finally:
-                proc.stop()
-        env = env_for("plain_aiokafka", 500)
-        asyncio.run(_plain_loop(env, n_books, kafka, pg))
-        out["plain_aiokafka_take500"] = _output_rate(
-            kafka, env["FEATURES_TOPIC_FEATURES"], n_books, 60
-        )
-        plain = out["plain_aiokafka_take500"]["vectors_per_s"]
-        out["faust_take500_vs_plain"] = round(out["faust_take500"]["vectors_per_s"] / plain, 3)
-        out["faust_take1_vs_plain"] = round(out["faust_take1"]["vectors_per_s"] / plain, 3)
-    finally:
-        from confluent_kafka.admin import AdminClient
+    def faust_run(name: str, batch_max: int, expected: int) -> dict[str, Any]:
+        print(f"   features: faust worker {name}", file=sys.stderr, flush=True)
+        env = env_for(name, batch_max)
+        create_topics(kafka, [env["FEATURES_TOPIC_FEATURES"]], partitions=1)
+        port = free_port()
+        proc = ServiceProcess(
+            name,
+            ["features"],
+            {**env, "HTTP_PORT": str(port)},
+            log_dir,
+            health_url=f"http://127.0.0.1:{port}/readyz",
+        ).start()
+        try:
+            proc.wait_healthy(120)
+            assert proc.proc is not None
+            res = _watch_output(
+                kafka,
+                env["FEATURES_TOPIC_FEATURES"],
+                expected,
+                300,
+                proc.proc.pid,
+                lambda: proc.alive,
+            )
+            time.sleep(1.2)  # one more heartbeat with the final figures
+            res.update(_last_heartbeat(kafka, env["FEATURES_TOPIC_STATUS"]))
+        finally:
+            proc.stop()
+        return res
 
+    def bare_run(kind: str) -> dict[str, Any]:
+        print(f"   features: consume-only {kind}", file=sys.stderr, flush=True)
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "BENCH_TOPICS": f"{book},{trades}",
+            "BENCH_EXPECTED_EVENTS": str(n_books + n_trades + 1),
+        }
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.features_bench", f"--{kind}-bare"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        lines = done.stdout.decode().strip().splitlines()
+        if not lines:
+            raise RuntimeError(f"{kind} bare consumer failed: {done.stderr.decode()[-2000:]}")
+        return dict(json.loads(lines[-1]))
+
+    def plain_run(name: str) -> dict[str, Any]:
+        print(f"   features: plain loop {name}", file=sys.stderr, flush=True)
+        env = {**os.environ, **env_for(name, BATCH), "BENCH_EXPECTED_VECTORS": str(n_books)}
+        create_topics(kafka, [env["FEATURES_TOPIC_FEATURES"]], partitions=1)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        log = (log_dir / f"{name}.log").open("ab")
+        child = subprocess.Popen(
+            [sys.executable, "-m", "bench.features_bench", "--plain-loop"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        try:
+            res = _watch_output(
+                kafka,
+                env["FEATURES_TOPIC_FEATURES"],
+                n_books,
+                300,
+                child.pid,
+                lambda: child.poll() is None,
+            )
+            stdout, _ = child.communicate(timeout=60)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+            log.close()
+        if child.returncode != 0:
+            raise RuntimeError(f"plain loop failed ({child.returncode}), see {log.name}")
+        res.update(json.loads(stdout.decode().strip().splitlines()[-1]))
+        return res
+
+    try:
+        plain_runs: list[dict[str, Any]] = []
+        take_runs: list[dict[str, Any]] = []
+        for i in range(repeats):  # interleaved, so both see the same machine load
+            plain_runs.append(plain_run(f"plain{i}"))
+            take_runs.append(faust_run(f"take{i}", BATCH, n_books))
+        bare_plain = [bare_run("plain") for _ in range(repeats)]
+        bare_faust = [bare_run("faust") for _ in range(repeats)]
+        out["consume_only"] = {
+            "events": n_books + n_trades + 1,
+            "plain_aiokafka": _summary(bare_plain),
+            "faust_take": _summary(bare_faust),
+        }
+        out["plain_aiokafka"] = _summary(plain_runs)
+        out["faust_take"] = _summary(take_runs)
+        out["faust_per_message"] = faust_run("permsg", 1, min(n_books, 1500))
+        plain = out["plain_aiokafka"]["vectors_per_s"]
+        out["faust_take_vs_plain"] = round(out["faust_take"]["vectors_per_s"] / plain, 3)
+        out["faust_per_message_vs_plain"] = round(
+            out["faust_per_message"]["vectors_per_s"] / plain, 3
+        )
+        if "cpu_us_per_vector" in out["faust_take"]:
+            out["faust_take_vectors_per_cpu_s"] = round(
+                1e6 / out["faust_take"]["cpu_us_per_vector"]
+            )
+            out["plain_vectors_per_cpu_s"] = round(1e6 / out["plain_aiokafka"]["cpu_us_per_vector"])
+        out["target_vectors_per_s"] = 10_000
+    finally:
         names = AdminClient(kafka.confluent_config()).list_topics(timeout=10).topics
         made.extend(n for n in names if n.startswith(f"bench-features-{run_id}"))
         delete_topics(kafka, made)
@@ -370,4 +635,9 @@ def run() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(), indent=2))
+    if sys.argv[1:] == ["--plain-loop"]:
+        print(json.dumps(asyncio.run(_plain_loop())), flush=True)
+    elif sys.argv[1:] in (["--plain-bare"], ["--faust-bare"]):
+        print(json.dumps(_bare_consumer(sys.argv[1][2:7])), flush=True)
+    else:
+        print(json.dumps(run(), indent=2))

@@ -20,6 +20,7 @@ from depthflow.backtest.events import SymbolStreams, finalize, merge_symbols
 from depthflow.backtest.report import build_metrics, metrics_json, trades_csv
 from depthflow.backtest.sources import LoadStats
 from depthflow.backtest.synthetic import synthetic_streams
+from depthflow.backtest.vectors import FeaturesMode
 from depthflow.common.schemas import FeatureVector
 from depthflow.executor.fills import FillModelConfig
 from depthflow.executor.risk import RiskLimits
@@ -46,9 +47,14 @@ def engine_config(streams: Sequence[SymbolStreams], **fill: object) -> EngineCon
 
 
 def replay(
-    streams: Sequence[SymbolStreams], config: EngineConfig, strategy: object, chunk: int = 512
+    streams: Sequence[SymbolStreams],
+    config: EngineConfig,
+    strategy: object,
+    chunk: int = 512,
+    mode: FeaturesMode = "batch",
 ) -> EngineResult:
-    engine = BacktestEngine(config, strategy)  # type: ignore[arg-type]
+    engine = BacktestEngine(config, strategy, features_mode=mode)  # type: ignore[arg-type]
+    engine.prepare(streams)
     for part in _chunks(merge_symbols(streams), chunk):
         engine.run_chunk(part)
     return engine.finish()
@@ -126,8 +132,14 @@ def backtest_signals(result: EngineResult) -> list[tuple[str, int, str, float, f
     return [(s.symbol, s.book_seq, s.side, s.strength, s.confidence, s.ts) for s in result.signals]
 
 
-def test_signals_equal_the_live_pipeline_and_strategy(two_symbols: list[SymbolStreams]) -> None:
-    result = replay(two_symbols, engine_config(two_symbols), ImbalanceStrategy(RUNTIME))
+MODES = pytest.mark.parametrize("mode", ["stream", "batch"])
+
+
+@MODES
+def test_signals_equal_the_live_pipeline_and_strategy(
+    two_symbols: list[SymbolStreams], mode: FeaturesMode
+) -> None:
+    result = replay(two_symbols, engine_config(two_symbols), ImbalanceStrategy(RUNTIME), mode=mode)
     want = live_signals(two_symbols, RUNTIME)
     assert len(want) > 50
     assert {x[2] for x in want} == {"buy", "sell", "hold"}
@@ -135,22 +147,30 @@ def test_signals_equal_the_live_pipeline_and_strategy(two_symbols: list[SymbolSt
     assert result.counters["vectors"] == 6000 and len(result.trades) > 20
 
 
-def test_min_emit_interval_matches_the_features_service(two_symbols: list[SymbolStreams]) -> None:
+@MODES
+def test_min_emit_interval_matches_the_features_service(
+    two_symbols: list[SymbolStreams], mode: FeaturesMode
+) -> None:
     cfg = replace(engine_config(two_symbols), min_emit_interval_us=400_000)
-    result = replay(two_symbols, cfg, ImbalanceStrategy(RUNTIME))
+    result = replay(two_symbols, cfg, ImbalanceStrategy(RUNTIME), mode=mode)
     want = live_signals(two_symbols, RUNTIME, min_interval_us=400_000)
     assert result.counters["vectors"] < 6000
     assert backtest_signals(result) == want and len(want) > 10
 
 
-def test_chunking_and_repetition_change_no_byte(two_symbols: list[SymbolStreams]) -> None:
+@MODES
+def test_chunking_and_repetition_change_no_byte(
+    two_symbols: list[SymbolStreams], mode: FeaturesMode
+) -> None:
     outputs = []
     for chunk in (1, 7, 512, 100_000):
         streams = [
             synthetic_streams("BTCUSDT", 1500, seed=3),
             synthetic_streams("ETHUSDT", 1500, seed=4),
         ]
-        result = replay(streams, engine_config(streams), ImbalanceStrategy(RUNTIME), chunk)
+        result = replay(
+            streams, engine_config(streams), ImbalanceStrategy(RUNTIME), chunk, mode=mode
+        )
         metrics = build_metrics(run_config(streams), result, LoadStats())
         outputs.append((trades_csv(result), metrics_json(metrics)))
     assert len(outputs[0][0].splitlines()) > 10
@@ -191,12 +211,15 @@ def broken(streams: SymbolStreams, at: int, health: str | None = None) -> Symbol
     return finalize(s)
 
 
+@MODES
 @pytest.mark.parametrize("health", [None, "gap"])
-def test_a_gap_freezes_the_symbol_and_is_never_traded_through(health: str | None) -> None:
+def test_a_gap_freezes_the_symbol_and_is_never_traded_through(
+    health: str | None, mode: FeaturesMode
+) -> None:
     streams = [broken(synthetic_streams("BTCUSDT", 400, seed=5), 200, health)]
     # 1 s latency: an order is always in flight when the gap comes
     cfg = engine_config(streams, submit_latency_us=1_000_000)
-    result = replay(streams, cfg, EveryBook())
+    result = replay(streams, cfg, EveryBook(), mode=mode)
     assert len(result.gaps) == 1
     gap = result.gaps[0]
     before, after = streams[0].books[199], streams[0].books[200]
@@ -288,3 +311,18 @@ def test_tardis_csv_input_replays_the_same(tmp_path: Path) -> None:
     html = (tmp_path / "out" / "report.html").read_text()
     assert "data:image/png;base64," in html and "submit_latency_us" in html
     assert (tmp_path / "out" / "equity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@MODES
+def test_a_book_with_an_empty_side_marks_what_it_has_and_never_crashes(mode: FeaturesMode) -> None:
+    streams = synthetic_streams("BTCUSDT", 300, seed=9)
+    for b in streams.books[100:110]:
+        b.asks = []
+    for b in streams.books[0:3]:  # nothing to buy at before the first ask
+        b.asks = []
+    streams = finalize(SymbolStreams(streams.key, streams.books, streams.trades, []))
+    result = replay([streams], engine_config([streams]), EveryBook(), mode=mode)
+    by_seq = {r.book_seq: r.outcome for r in result.signals}
+    first_buys = [s for s in (b.seq for b in streams.books[0:3]) if s % 2 == 0 and s in by_seq]
+    assert first_buys and all(by_seq[s] == "refused:no_market" for s in first_buys)
+    assert result.trades  # it traded once both sides were quoted

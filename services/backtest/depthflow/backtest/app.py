@@ -30,6 +30,7 @@ from depthflow.backtest.sources import (
     streams_from_depth_raw,
 )
 from depthflow.backtest.strategies import LoadedStrategy, build_strategy
+from depthflow.backtest.vectors import FeaturesMode
 from depthflow.common.settings import KafkaSettings
 from depthflow.executor.fills import FillModelConfig
 from depthflow.executor.risk import RiskLimits
@@ -74,6 +75,8 @@ class RunRequest:
     store: bool = True
     progress: bool = False
     run_id: str | None = None
+    # how feature vectors are computed; the results are the same (not part of RunConfig)
+    features_mode: FeaturesMode = "batch"
 
 
 @dataclass
@@ -269,7 +272,10 @@ class Backtest:
                 ),
                 loaded.strategy,
                 loaded.scaler,
+                features_mode=r.features_mode,
             )
+            engine.prepare(streams)
+            t_prepared = time.perf_counter()
             task = progress.add_task("replaying", total=total) if progress is not None else None
             for chunk in _chunks(merge_symbols(streams), s.chunk_events):
                 engine.run_chunk(chunk)
@@ -288,6 +294,9 @@ class Backtest:
             "wall_s": round(time.perf_counter() - t0, 3),
             "load_s": round(t_loaded - t0, 3),
             "replay_s": round(replay_s, 3),
+            "features_mode": r.features_mode,
+            "features_prepare_s": round(t_prepared - t_loaded, 3),
+            "features_streamed_symbols": engine.streamed_symbols,
             "events": result.counters.get("events", 0),
             "events_per_s": round(result.counters.get("events", 0) / max(replay_s, 1e-9), 1),
             "book_events_per_s": round(result.counters.get("books", 0) / max(replay_s, 1e-9), 1),

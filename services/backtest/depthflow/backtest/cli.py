@@ -84,6 +84,12 @@ def backtest(
     set_fill: list[str] = typer.Option(  # noqa: B008 - typer's idiom
         [], "--fill", help="override a fill-model setting, e.g. submit_latency_us=50000; repeat"
     ),
+    features_mode: str = typer.Option(
+        "batch",
+        "--features-mode",
+        help="batch: each symbol's feature vectors computed at once over the loaded range "
+        "(vectorised, same results); stream: event by event through the streaming engine",
+    ),
 ) -> None:
     """Run a backtest over a time range and report it."""
     if ctx.invoked_subcommand is not None:
@@ -106,6 +112,10 @@ def backtest(
         raise typer.BadParameter(str(exc), param_hint="--strategy") from None
     if source not in ("kafka", "depth-raw", "tardis"):
         raise typer.BadParameter(f"unknown source {source!r}", param_hint="--source")
+    if features_mode not in ("stream", "batch"):
+        raise typer.BadParameter(
+            f"expected stream or batch, got {features_mode!r}", param_hint="--features-mode"
+        )
     fill = _pairs(set_fill, "--fill")
     settings = load_settings(BacktestSettings, **{f"fill_{k}": v for k, v in fill.items()})
     live = LiveConfig.from_env()
@@ -127,6 +137,7 @@ def backtest(
         output_dir=output,
         store=store and settings.store_results,
         progress=progress,
+        features_mode=features_mode,  # type: ignore[arg-type]
     )
     needs_pg = request.store or spec.kind == "model"
     dsn = load_settings(PostgresSettings).dsn.get_secret_value() if needs_pg else None

@@ -5,7 +5,10 @@ Per chunk of merged events (the result does not depend on the chunk size):
 
 1. features: every trade and book enters its symbol's ``FeatureState`` exactly as in the
    features service's ``SymbolPipeline`` (a book with ``seq <= last seq`` is skipped, an
-   inconsistent one refused, ``FEATURES_MIN_EMIT_INTERVAL_MS`` thins the emitted vectors);
+   inconsistent one refused, ``FEATURES_MIN_EMIT_INTERVAL_MS`` thins the emitted vectors) —
+   or, in the batch mode (``features_mode="batch"``, the default), each symbol's vectors are
+   computed before the replay over the whole loaded range by ``vectors.batch_symbol_vectors``
+   (the features' vectorised ``compute_batch``, bit-identical to streaming) and looked up;
 2. strategy: each emitted vector is ``check``-ed and the kept ones are ``decide``-d in one
    batch, as the strategy service does per consumer batch (decisions depend only on vectors);
 3. execution, walking the chunk again in event time: the fill model sees the books and
@@ -27,7 +30,27 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from depthflow.backtest.events import BOOK, HEALTH, INVALIDATING, TRADE, Event
+import numpy as np
+
+from depthflow.backtest.events import (
+    BOOK,
+    HEALTH,
+    INVALIDATING,
+    TRADE,
+    Event,
+    SymbolStreams,
+    merge_symbols,
+)
+from depthflow.backtest.vectors import (
+    REJECTED,
+    SKIPPED,
+    FeaturesMode,
+    SymbolDecisions,
+    SymbolVectors,
+    batch_symbol_vectors,
+    decide_imbalance,
+    stream_symbol_vectors,
+)
 from depthflow.executor.fills import (
     BookSnapshot,
     Fill,
@@ -47,6 +70,7 @@ from depthflow.features.engine import FeatureState, InvalidInputError
 from depthflow.features.names import FEATURE_SET_VERSION
 from depthflow.features.scaler import ActiveScaler
 from depthflow.strategy.base import Strategy
+from depthflow.strategy.imbalance import ImbalanceStrategy
 from depthflow.strategy.vectors import Decision, VectorInput
 
 DAY_US = 86_400_000_000
@@ -140,7 +164,7 @@ class SymbolState:
     key: str
     exchange: str
     symbol: str
-    features: FeatureState
+    features: FeatureState | None  # None in the batch mode
     sim: FillSimulator
     position: Position
     last_emit_ts: int | None = None
@@ -160,6 +184,17 @@ class SymbolState:
     fills: int = 0
     turnover: float = 0.0
     closing: list[float] = field(default_factory=list)
+
+
+def _mark(s: SymbolState, bids: Sequence[Sequence[float]], asks: Sequence[Sequence[float]]) -> None:
+    """Best prices and mid from an accepted book. A side the book leaves empty keeps its
+    last price; the mid (the mark) moves only when both sides are quoted."""
+    if bids:
+        s.bid = bids[0][0]
+    if asks:
+        s.ask = asks[0][0]
+    if bids and asks:
+        s.mid = (s.bid + s.ask) / 2.0
 
 
 @dataclass
@@ -189,7 +224,11 @@ class BacktestEngine:
         strategy: Strategy,
         scaler: ActiveScaler | None = None,
         spec_for: Callable[[str], SymbolSpec] = default_spec,
+        features_mode: FeaturesMode = "batch",
     ) -> None:
+        if features_mode not in ("stream", "batch"):
+            raise ValueError(f"unknown features mode {features_mode!r}")
+        self.features_mode = features_mode
         self.config = config
         self.strategy = strategy
         self.scaler = scaler
@@ -213,6 +252,12 @@ class BacktestEngine:
         self.first_ts: int | None = None
         self.last_ts: int | None = None
         self.events = 0
+        # batch mode: per symbol, the precomputed vectors (and the imbalance decisions)
+        self.vectors: dict[str, SymbolVectors] = {}
+        self.decided: dict[str, SymbolDecisions] = {}
+        self.normalized: dict[str, np.ndarray | None] = {}
+        self._uncreated: set[str] = set()  # prepared keys without a SymbolState yet
+        self._decide_up_front = False
 
     # -- state --------------------------------------------------------------------------
 
@@ -223,11 +268,50 @@ class BacktestEngine:
                 e.key,
                 e.exchange,
                 e.symbol,
-                FeatureState(),
+                FeatureState() if self.features_mode == "stream" else None,
                 FillSimulator(self.config.fill),
                 Position(e.symbol),
             )
+            self._uncreated.discard(e.key)
         return s
+
+    # -- batch mode -----------------------------------------------------------------------
+
+    def prepare(self, streams: Sequence[SymbolStreams], reference: bool = False) -> None:
+        """Batch mode: compute every symbol's vectors over the whole loaded range (and, for
+        the imbalance rule, its checks and decisions) before ``run_chunk``. ``streams`` must
+        be the ones the replayed events come from (``events.finalize``-d). ``reference``:
+        compute them with the streaming engine instead (tests). No-op in the stream mode."""
+        if self.features_mode != "batch":
+            return
+        compute = stream_symbol_vectors if reference else batch_symbol_vectors
+        # the imbalance rule (exactly that class) is decided for all vectors at once
+        self._decide_up_front = type(self.strategy) is ImbalanceStrategy
+        for st in sorted(streams, key=lambda x: x.key):
+            if st.key in self.vectors:
+                raise ValueError(f"{st.key} prepared twice")
+            sv = self.vectors[st.key] = compute(st, self.config.min_emit_interval_us)
+            if self._decide_up_front:
+                assert isinstance(self.strategy, ImbalanceStrategy)
+                self.decided[st.key] = decide_imbalance(self.strategy, sv, self.scaler)
+            else:
+                self.normalized[st.key] = self.scaler.apply(sv.values) if self.scaler else None
+            if st.key not in self.syms and (st.books or st.trades):
+                self._uncreated.add(st.key)
+
+    def replay(self, streams: Sequence[SymbolStreams], chunk_events: int = 512) -> EngineResult:
+        """``prepare`` + every merged event in chunks + ``finish``."""
+        from depthflow.backtest.app import _chunks
+
+        self.prepare(streams)
+        for chunk in _chunks(merge_symbols(streams), chunk_events):
+            self.run_chunk(chunk)
+        return self.finish()
+
+    @property
+    def streamed_symbols(self) -> list[str]:
+        """Batch mode: the symbols computed by the streaming engine (streams out of order)."""
+        return [k for k, v in self.vectors.items() if v.streamed]
 
     def equity(self) -> float:
         total = self.config.starting_balance
@@ -262,6 +346,14 @@ class BacktestEngine:
             self.first_ts = events[0].ts
         self.last_ts = events[-1].ts
         self.events += len(events)
+        if self.features_mode == "batch":
+            if not self.vectors:
+                raise RuntimeError("batch features mode: call prepare(streams) first")
+            if self._decide_up_front:
+                self._run_chunk_decided(events)
+            else:
+                self._run_chunk_batch(events)
+            return
         n = len(events)
         slot = [-1] * n
         accepted = [False] * n
@@ -284,6 +376,7 @@ class BacktestEngine:
                 s = self._sym(e)
                 s.books += 1
                 f = s.features
+                assert f is not None
                 seq = e.seq  # type: ignore[union-attr]
                 if f.last_seq is not None and seq <= f.last_seq:
                     s.books_skipped += 1
@@ -320,6 +413,127 @@ class BacktestEngine:
         # 2. strategy, one batch
         decisions = strategy.decide(batch) if batch else []
         # 3. execution in event time
+        self._execute(events, accepted, slot, batch, decisions)
+
+    def _run_chunk_batch(self, events: Sequence[Event]) -> None:
+        """Batch mode, any strategy: the precomputed vectors, checked and decided per chunk
+        exactly as in the stream mode (same batches), then the same execution walk."""
+        n = len(events)
+        slot = [-1] * n
+        accepted = [False] * n
+        batch: list[VectorInput] = []
+        strategy = self.strategy
+        scaler_version = self.scaler.version if self.scaler else ""
+        vectors = self.vectors
+        for i, e in enumerate(events):
+            kind = e.kind
+            if kind == TRADE:
+                s = self._sym(e)
+                s.trades += 1
+                if not vectors[e.key].trade_ok[e.idx]:
+                    s.trades_rejected += 1
+            elif kind == BOOK:
+                s = self._sym(e)
+                s.books += 1
+                sv = vectors[e.key]
+                code = sv.book_code[e.idx]
+                if code == SKIPPED:
+                    s.books_skipped += 1
+                    continue
+                if code == REJECTED:
+                    s.books_rejected += 1
+                    continue
+                accepted[i] = True
+                if code < 0:  # thinned
+                    continue
+                s.vectors += 1
+                values = sv.values[code]
+                normalized = self.normalized[e.key]
+                v = VectorInput(
+                    e.exchange,
+                    e.symbol,
+                    FEATURE_SET_VERSION,
+                    e.seq,  # type: ignore[union-attr]
+                    e.ts,
+                    values,
+                    values if normalized is None else normalized[code],
+                    sv.valid[code],
+                    scaler_version,
+                    e.trace_id,  # type: ignore[union-attr]
+                )
+                refusal = strategy.check(v)
+                if refusal is not None:
+                    self.refusals[refusal.reason] += 1
+                    continue
+                slot[i] = len(batch)
+                batch.append(v)
+        decisions = strategy.decide(batch) if batch else []
+        self._execute(events, accepted, slot, batch, decisions)
+
+    def _run_chunk_decided(self, events: Sequence[Event]) -> None:
+        """Batch mode with the decisions made up front (imbalance): one walk per chunk."""
+        if self._uncreated:  # create SymbolStates in the stream mode's order (equity sums)
+            for e in events:
+                if e.kind != HEALTH and e.key in self._uncreated:
+                    self._sym(e)
+        vectors = self.vectors
+        decided = self.decided
+        syms = self.syms
+        for e in events:
+            ts = e.ts
+            if ts >= self._next_sample:
+                self._sample_until(ts)
+            kind = e.kind
+            if kind == TRADE:
+                s = syms[e.key]
+                s.trades += 1
+                if not vectors[e.key].trade_ok[e.idx]:
+                    s.trades_rejected += 1
+                if s.open_orders:
+                    side = "buy" if e.is_buy else "sell"  # type: ignore[union-attr]
+                    self._apply(s, s.sim.on_trade(TradePrint(ts, e.price, e.qty, side)))  # type: ignore[union-attr, arg-type]
+            elif kind == BOOK:
+                s = syms[e.key]
+                s.books += 1
+                code = vectors[e.key].book_code[e.idx]
+                if code < -1:
+                    if code == SKIPPED:
+                        s.books_skipped += 1
+                    else:
+                        s.books_rejected += 1
+                    continue
+                if not s.valid:
+                    self._close_gap(s, ts)
+                bids, asks = e.bids, e.asks  # type: ignore[union-attr]
+                _mark(s, bids, asks)
+                if s.open_orders:
+                    s.sim_book_idx = e.idx
+                    self._apply(s, s.sim.on_book(BookSnapshot(ts, bids, asks)))
+                if code >= 0:
+                    s.vectors += 1
+                    d = decided[e.key]
+                    reason = d.refusal[code]
+                    if reason is not None:
+                        self.refusals[reason] += 1
+                    else:
+                        hit = d.decisions.get(code)
+                        if hit is not None:
+                            self._on_signal(s, hit[0], hit[1], e)
+            elif kind == HEALTH:
+                s = self._sym(e)
+                name = e.health  # type: ignore[union-attr]
+                self.health[name] += 1
+                if name in INVALIDATING:
+                    self._open_gap(s, ts, name)
+
+    def _execute(
+        self,
+        events: Sequence[Event],
+        accepted: list[bool],
+        slot: list[int],
+        batch: list[VectorInput],
+        decisions: list[Decision | None],
+    ) -> None:
         for i, e in enumerate(events):
             ts = e.ts
             if ts >= self._next_sample:
@@ -337,9 +551,7 @@ class BacktestEngine:
                 if not s.valid:
                     self._close_gap(s, ts)
                 bids, asks = e.bids, e.asks  # type: ignore[union-attr]
-                s.bid = bids[0][0]
-                s.ask = asks[0][0]
-                s.mid = (s.bid + s.ask) / 2.0
+                _mark(s, bids, asks)
                 if s.open_orders:
                     s.sim_book_idx = e.idx
                     self._apply(s, s.sim.on_book(BookSnapshot(ts, bids, asks)))
@@ -394,6 +606,9 @@ class BacktestEngine:
             return
         if not s.valid:  # cannot happen at a book event; kept as a guard
             rec.outcome = "refused:book_invalid"
+            return
+        if (s.ask if d.side == "buy" else s.bid) <= 0.0:  # the side was never quoted
+            rec.outcome = "refused:no_market"  # as the live executor refuses it
             return
         self._refresh_daily(ts)
         buffer = self.config.slippage_buffer_bps / 10_000

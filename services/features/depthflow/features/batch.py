@@ -1,9 +1,12 @@
 """Vectorised batch mode: feature set v1 over a stored or replayed series of books and trades.
 
-Gives the same numbers as feeding the series through ``FeatureState`` (to 1e-9; the
-discrete decisions - clusters, support/resistance, candle boundaries - are bit-identical
-because sums are accumulated in the same order). The canonical event order of a series is
-"by exchange timestamp, a trade before a book on equal timestamps".
+Gives the same numbers as feeding the series through ``FeatureState``, bit for bit: every
+sum is accumulated in the streaming order (running window sums replay the streaming adds and
+subtracts as one sequential ``cumsum`` over the interleaved operations), logarithms use
+``math.log`` like the streaming code (numpy's vectorised ``log`` can differ in the last bit)
+and every formula keeps the streaming operation order. The backtest relies on this (its batch
+mode must give byte-identical results). The canonical event order of a series is "by
+exchange timestamp, a trade before a book on equal timestamps".
 
 Order-book features are numpy over (N, 20) level arrays; exponentially weighted features use
 ``scipy.signal.lfilter`` (the same recursion as the streaming code); candles are built
@@ -13,8 +16,10 @@ over the K << N candles.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 from scipy.signal import lfilter
@@ -112,6 +117,68 @@ def _validate(b: BookArrays, t: TradeArrays) -> None:
         raise InvalidInputError("trade price/qty not finite > 0")
 
 
+def _log(x: np.ndarray) -> np.ndarray:
+    """``math.log`` elementwise: the streaming code's logarithm, to the last bit."""
+    return np.fromiter(map(math.log, x.tolist()), F, len(x))
+
+
+def _window_sums(x: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """The streaming running sum of a trailing book window, bit for bit.
+
+    Streaming: at book ``i`` the accumulator gets ``+x[i]``, then ``-x[j]`` for every book
+    ``j`` leaving the window (``lo[i-1] <= j < lo[i]``), in that order, and is read. Those
+    operations laid out in their streaming order and summed with ``np.cumsum`` (sequential,
+    not pairwise) give the same floats."""
+    n = len(x)
+    if n == 0:
+        return x.astype(F)
+    lo_prev = np.concatenate(([0], lo[:-1]))
+    idx = np.arange(n)
+    ops = np.empty(n + int(lo[-1]), F)
+    ops[idx + lo_prev] = x
+    j = np.arange(int(lo[-1]))
+    ops[np.searchsorted(lo, j, side="right") + 1 + j] = -x[j]
+    return np.cumsum(ops)[idx + lo]
+
+
+def _trade_window_sums(
+    weights: Sequence[np.ndarray], k_hi: np.ndarray, k_lo: np.ndarray
+) -> list[np.ndarray]:
+    """The streaming trade-window accumulators (one per ``weights``) as read at each book.
+
+    Streaming: each trade adds its weight when it arrives (trades ``k_hi[i-1] <= j < k_hi[i]``
+    arrive before book ``i``); book ``i`` subtracts the weights of the trades leaving the
+    window (``k_lo[i-1] <= j < k_lo[i]``) and resets the accumulators to 0.0 when the window is
+    empty. Laid out in that order, summed per segment between resets with ``np.cumsum``."""
+    n = len(k_hi)
+    n_add = int(k_hi[-1]) if n else 0
+    n_sub = int(k_lo[-1]) if n else 0
+    total = n_add + n_sub
+    out = [np.zeros(n, F) for _ in weights]
+    if total == 0:
+        return out
+    ja = np.arange(n_add)
+    k_lo_prev = np.concatenate(([0], k_lo))
+    pos_add = ja + k_lo_prev[np.searchsorted(k_hi, ja, side="right")]
+    js = np.arange(n_sub)
+    pos_sub = js + k_hi[np.searchsorted(k_lo, js, side="right")]
+    end = k_hi + k_lo  # exclusive end of book i's operations
+    reset = k_lo == k_hi
+    starts = np.unique(np.concatenate(([0], end[reset])))
+    starts = starts[starts < total]
+    bounds = np.append(starts, total)
+    read = np.maximum(end - 1, 0)
+    for k, w in enumerate(weights):
+        ops = np.empty(total, F)
+        ops[pos_add] = w[:n_add]
+        ops[pos_sub] = -w[:n_sub]
+        acc = np.empty(total, F)
+        for a, b in pairwise(bounds.tolist()):
+            np.cumsum(ops[a:b], out=acc[a:b])
+        out[k] = np.where(end > 0, acc[read], 0.0)
+    return out
+
+
 def _ew_mean(x: np.ndarray) -> np.ndarray:
     """y0 = x0, y_i = ALPHA x_i + BETA y_(i-1): the streaming recursion."""
     if len(x) == 0:
@@ -197,13 +264,16 @@ def _clusters(
 def _level_diff(
     ts: np.ndarray, p: np.ndarray, q: np.ndarray, mask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: level changes, quantity churn; per present entry (row-major): age in µs."""
+    """Per row: level changes, quantity churn; per present entry (row-major): age in µs.
+
+    The churn is summed in the streaming order: the present levels best first, then the
+    levels that left, in the previous book's order."""
     n = p.shape[0]
     r, c = np.nonzero(mask)
     pv = p[r, c]
     qv = q[r, c]
     order = np.argsort(pv, kind="stable")  # rows stay in order within a price
-    rs, ps, qs = r[order], pv[order], qv[order]
+    rs, cs, ps, qs = r[order], c[order], pv[order], qv[order]
     cont = np.zeros(len(rs), bool)
     if len(rs) > 1:
         cont[1:] = (ps[1:] == ps[:-1]) & (rs[1:] == rs[:-1] + 1)
@@ -218,9 +288,15 @@ def _level_diff(
     removed = ~nxt & (rs + 1 < n)
     rem_rows = rs[removed] + 1
     changes = np.bincount(rs, weights=changed, minlength=n) + np.bincount(rem_rows, minlength=n)
-    churn_row = np.bincount(rs, weights=churn, minlength=n) + np.bincount(
-        rem_rows, weights=qs[removed], minlength=n
-    )
+    present = np.zeros((n, MAX_LEVELS), F)
+    present[rs, cs] = churn
+    left = np.zeros((n, MAX_LEVELS), F)
+    left[rem_rows, cs[removed]] = qs[removed]
+    churn_row = np.zeros(n, F)
+    for j in range(MAX_LEVELS):  # + 0.0 for an absent or unchanged level changes nothing
+        churn_row = churn_row + present[:, j]
+    for j in range(MAX_LEVELS):
+        churn_row = churn_row + left[:, j]
     idx = np.arange(len(rs))
     first = np.maximum.accumulate(np.where(cont, 0, idx)) if len(rs) else idx
     age_sorted = ts[rs] - ts[rs[first]]
@@ -299,18 +375,17 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
         cs = np.concatenate(([0.0], np.cumsum(x)))
         return cs[idx + 1] - cs[lo]
 
-    put(np.where(warm, win(churn_b) / RATE_SECONDS, 0.0), warm)
-    put(np.where(warm, win(churn_a) / RATE_SECONDS, 0.0), warm)
+    put(np.where(warm, _window_sums(churn_b, lo) / RATE_SECONDS, 0.0), warm)
+    put(np.where(warm, _window_sums(churn_a, lo) / RATE_SECONDS, 0.0), warm)
     # trades: window, assignment to books
     tts = trades.ts
     k_hi = np.searchsorted(tts, ts, side="right")
     k_lo = np.searchsorted(tts, ts - RATE_WINDOW_US, side="right")
     t_cnt = k_hi - k_lo
     buy_q = np.where(trades.is_buy, trades.qty, 0.0)
-    cs_buy = np.concatenate(([0.0], np.cumsum(buy_q)))
-    cs_all = np.concatenate(([0.0], np.cumsum(trades.qty)))
+    sum_buy, sum_all = _trade_window_sums((buy_q, trades.qty.astype(F)), k_hi, k_lo)
     bs_ok = warm & (t_cnt > 0)
-    put(_div(cs_buy[k_hi] - cs_buy[k_lo], cs_all[k_hi] - cs_all[k_lo], bs_ok, 0.5), bs_ok)
+    put(_div(sum_buy, sum_all, bs_ok, 0.5), bs_ok)
     # smart money, clusters, support/resistance
     n_all = nb + na
     mean_all = _div(tb + ta, n_all.astype(F), n_all > 0)
@@ -356,7 +431,7 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     obs = np.zeros(n, bool)
     obs[1:] = both[1:] & both[:-1]
     oi = np.nonzero(obs)[0]
-    r = np.log(mid[oi] / mid[oi - 1]) * 1e4
+    r = _log(mid[oi] / mid[oi - 1]) * 1e4
     dm = mid[oi] - mid[oi - 1]
     x, y = sv[oi], dm
     ex, ey, exy, exx = _ew_mean(x), _ew_mean(y), _ew_mean(x * y), _ew_mean(x * x)
@@ -368,7 +443,7 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
         put(_div(exyr - exr * eyr, var_x, ky_ok), ky_ok)
         er, en = _ew_mean(np.abs(r))[at], _ew_mean(notional[oi])[at]
         am_ok = enough & (en > AMIHUD_MIN_NOTIONAL)
-        put(np.where(am_ok, 1e6 * _div(er, en, am_ok), 0.0), am_ok)
+        put(np.where(am_ok, _div(1e6 * er, en, am_ok), 0.0), am_ok)
     else:
         put(np.zeros(n, F), np.zeros(n, bool))
         put(np.zeros(n, F), np.zeros(n, bool))
@@ -384,7 +459,7 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
         put(np.where(rl_ok & (cov < 0), 2.0 * np.sqrt(np.where(cov < 0, -cov, 0.0)), 0.0), rl_ok)
     else:
         put(np.zeros(n, F), np.zeros(n, bool))
-    put(np.where(both, np.log(_div(db10, da10, both, 1.0)), 0.0), both)
+    put(np.where(both, _log(_div(db10, da10, both, 1.0)), 0.0), both)
     # level ages: order entries (row, bid side first, level) like the streaming loop
     rb, _cb = np.nonzero(mb)
     ra, _ca = np.nonzero(ma)

@@ -56,9 +56,9 @@ class CandleBuilder:
             o, h, lo, c = self.m
             cd = Candle(mi, o, h, lo, c, 0.0, 0.0, 0)
         else:
-            c = self.last_close
-            assert c is not None
-            cd = Candle(mi, c, c, c, c, 0.0, 0.0, 0)
+            prev = self.last_close
+            assert prev is not None
+            cd = Candle(mi, prev, prev, prev, prev, 0.0, 0.0, 0)
         self.last_close = cd.close
         self.n = 0
         self.has_mid = False

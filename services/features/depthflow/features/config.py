@@ -42,6 +42,20 @@ class FeaturesSettings(BaseSettings):
     # events per processing batch (faust stream.take) and the longest wait to fill one
     batch_max: int = Field(default=500, ge=1, le=100_000)
     batch_within_s: float = Field(default=0.05, gt=0.0, le=10.0)
+    # who publishes features.v1: "confluent" (librdkafka: ~1 µs per message from Python,
+    # flushed before each batch is acknowledged) or "faust" (the app's aiokafka producer,
+    # ~20 µs per message; flushed by faust before it commits offsets)
+    publisher: Literal["confluent", "faust"] = "confluent"
+    # features.v1/changelog producers: wait up to this long to fill a request, request batch
+    # size per partition, and compression (a 110-value vector is ~5 kB of JSON)
+    producer_linger_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
+    producer_batch_bytes: int = Field(default=1_000_000, ge=16_384, le=16_000_000)
+    producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    # after start-up, move every object then alive out of the cyclic GC's reach (gc.freeze)
+    # and collect the young generation less often: a batch keeps ~40 level lists per book
+    # alive, which otherwise triggers full collections that walk faust's whole heap
+    gc_freeze: bool = True
+    gc_gen0_threshold: int = Field(default=50_000, ge=100, le=10_000_000)
     # faust offset commit interval
     commit_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
     # how long the group waits for a silent worker (a crashed one) before rebalancing

@@ -9,6 +9,7 @@ plus O(50) once per closed minute for the candle and indicator features.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from math import isfinite
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from depthflow.features.orderbook import InvalidInputError, Level, OrderBookFeat
 
 STATE_VERSION = 1
 _DEFAULTS = defaults()
+_DEFAULT_LIST: list[float] = _DEFAULTS.tolist()
 
 __all__ = ["STATE_VERSION", "FeatureState", "InvalidInputError"]
 
@@ -80,6 +82,20 @@ class FeatureState:
         feature's documented default. Raises ``InvalidInputError`` (nothing changed) for an
         inconsistent book.
         """
+        values, valid = self.on_book_lists(bids, asks, exchange_ts_us, local_ts_us, seq)
+        return np.array(values, np.float64), np.array(valid, bool)
+
+    def on_book_lists(
+        self,
+        bids: Sequence[Level],
+        asks: Sequence[Level],
+        exchange_ts_us: int,
+        local_ts_us: int,
+        seq: int,
+    ) -> tuple[list[float], list[bool]]:
+        """``on_book`` with plain lists instead of arrays (the streaming service stacks a
+        whole batch into one array; two 110-element arrays per update cost more than the
+        order-book features themselves). Same values, same guarantees."""
         vals: list[float] = []
         ok: list[bool] = []
         self.orderbook.on_book(bids, asks, exchange_ts_us, vals, ok)
@@ -89,14 +105,17 @@ class FeatureState:
         self.last_exchange_ts_us = exchange_ts_us
         self.last_local_ts_us = local_ts_us
         self.n_books += 1
-        values = np.array(vals + self.candle_features.values + self.indicators.values)
-        valid = np.array(ok + self.candle_features.valid + self.indicators.valid)
-        finite = np.isfinite(values)
-        if not finite.all():  # overflow on extreme inputs: default and flag, never emit inf
-            bad = ~finite
-            values[bad] = _DEFAULTS[bad]
-            valid[bad] = False
-        return values, valid
+        vals += self.candle_features.values
+        vals += self.indicators.values
+        ok += self.candle_features.valid
+        ok += self.indicators.valid
+        total = sum(vals)
+        if total - total != 0.0:  # an inf/NaN somewhere (or a sum overflowing): check each
+            for i, x in enumerate(vals):
+                if not isfinite(x):  # overflow on extreme inputs: default and flag
+                    vals[i] = _DEFAULT_LIST[i]
+                    ok[i] = False
+        return vals, ok
 
     def to_state(self) -> dict[str, Any]:
         """The whole state as plain JSON-able values; ``from_state`` restores it exactly."""

@@ -20,8 +20,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from depthflow.features.candles import Candle
 from depthflow.features.engine import FeatureState, InvalidInputError
 
@@ -50,13 +48,14 @@ class PendingBook:
 
 @dataclass(slots=True)
 class Vector:
-    """One computed feature vector, ready to normalise, publish and store."""
+    """One computed feature vector, ready to normalise, publish and store (plain lists: the
+    service stacks a batch of them into one array)."""
 
     book_seq: int
     exchange_ts_us: int
     local_ts_us: int
-    values: np.ndarray
-    valid: np.ndarray
+    values: list[float]
+    valid: list[bool]
     trace_id: str
     compute_ns: int
     emit: bool
@@ -171,7 +170,7 @@ class SymbolPipeline:
                     continue
                 t0 = time.perf_counter_ns()
                 try:
-                    values, valid = engine.on_book(b.bids, b.asks, b.ts, b.local_ts, b.seq)
+                    values, valid = engine.on_book_lists(b.bids, b.asks, b.ts, b.local_ts, b.seq)
                 except InvalidInputError as exc:
                     rejected.append(
                         Rejected(

@@ -84,6 +84,13 @@ def test_books_and_trades_to_features_stored_dlq_and_scaler(features_env: Featur
         res = runner.invoke(cli, ["fit-scaler", "--since", "0", "--until", str(2**62)], env=env)
         assert res.exit_code == 0, res.output
         version = res.output.split()[1].rstrip(":")
+        # the worker re-reads the active scaler every FEATURES_SCALER_POLL_S: send the rest
+        # only once it says so, or a fast worker may have stored them all unscaled
+        eventually(
+            lambda: "scaler activated" in worker.log_tail(200_000),  # the only scaler
+            timeout=30,
+            what="the worker activated the fitted scaler",
+        )
         produce_events(fe, "binance", "BTCUSDT", [*rest, closing_trade(events)])
         rows = eventually(
             lambda: (r := fe.stored()) and len(r) == len(books) and r,

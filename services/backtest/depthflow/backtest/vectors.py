@@ -1,0 +1,405 @@
+"""Feature vectors of a whole loaded range, per symbol, before the replay (batch mode). Pure.
+
+The backtest holds the range in memory, so instead of feeding every event through the
+streaming ``FeatureState`` it can compute each symbol's vectors at once with the features'
+vectorised ``compute_batch`` (bit-identical to streaming). What ``SymbolPipeline`` /
+the streaming engine decide per event is reproduced exactly first:
+
+- a book with ``seq <=`` the last accepted book's seq is **skipped**;
+- a book the engine would refuse (a level not finite > 0, prices not strictly monotone, more
+  than 20 levels, crossed, exchange time before the last accepted book's) is **rejected** and
+  changes nothing; likewise a trade (price/qty not finite > 0, time before the last accepted
+  trade's);
+- ``FEATURES_MIN_EMIT_INTERVAL_MS`` thins the accepted books' vectors as the service does.
+
+``compute_batch`` orders a symbol's events "by exchange time, a trade before a book on equal
+times", which is the replay's merge order whenever the recorded book and trade streams are
+each in time order (the merge never reorders a stream). A symbol whose recorded streams are
+not (a record going back in time) is computed by the streaming engine instead, in the merge
+order (``SymbolVectors.streamed``): exact either way.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_left
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Literal
+
+import numpy as np
+
+from depthflow.backtest.events import (
+    BOOK,
+    BookEvent,
+    Event,
+    SymbolStreams,
+    TradeEvent,
+    sort_key,
+)
+from depthflow.features.batch import BookArrays, TradeArrays, compute_batch
+from depthflow.features.engine import FeatureState, InvalidInputError
+from depthflow.features.names import FEATURE_SET_VERSION, N_FEATURES
+from depthflow.features.orderbook import MAX_LEVELS
+from depthflow.features.scaler import ActiveScaler
+from depthflow.strategy.imbalance import ImbalanceStrategy
+from depthflow.strategy.vectors import INVALID_FEATURE, NON_FINITE, Decision, VectorInput
+
+FeaturesMode = Literal["stream", "batch"]
+
+# per-book codes (``SymbolVectors.book_code``); >= 0 is the row of the emitted vector
+SKIPPED = -3
+REJECTED = -2
+THINNED = -1
+
+F = np.float64
+
+
+@dataclass
+class SymbolVectors:
+    """One symbol's replay, precomputed: what became of each book and trade, and the vectors.
+
+    ``book_code[i]`` for the book at stream position ``i``: ``SKIPPED``, ``REJECTED``,
+    ``THINNED`` (accepted, not emitted) or the row of its vector in ``values``/``valid``.
+    """
+
+    key: str
+    book_code: list[int]
+    trade_ok: list[bool]
+    values: np.ndarray  # (emitted, 110) float64
+    valid: np.ndarray  # (emitted, 110) bool
+    books: list[BookEvent]  # the emitted books, by row
+    streamed: bool = False  # computed by the streaming engine (streams not in time order)
+
+
+def _pack(books: Sequence[BookEvent]) -> tuple[BookArrays, np.ndarray]:
+    """All books as (N, 20) arrays, and whether each passes the engine's per-book checks
+    (levels finite > 0, strictly monotone, at most 20 per side, not crossed).
+
+    The levels are read in one pass (``np.fromiter`` over every book's bids then asks): the
+    Python level lists are the one thing the batch mode has to touch per level."""
+    n = len(books)
+    ts = np.fromiter((b.ts for b in books), np.int64, n)
+    bid_lists = [b.bids for b in books]
+    ask_lists = [b.asks for b in books]
+    nb = np.fromiter(map(len, bid_lists), np.int64, n)
+    na = np.fromiter(map(len, ask_lists), np.int64, n)
+    ok = (nb <= MAX_LEVELS) & (na <= MAX_LEVELS)
+    if not ok.all():  # refused anyway: pack them empty
+        for i in np.nonzero(~ok)[0].tolist():
+            bid_lists[i] = ask_lists[i] = ()
+        nb = np.where(ok, nb, 0)
+        na = np.where(ok, na, 0)
+    flat = np.fromiter(
+        chain.from_iterable(
+            chain.from_iterable(chain.from_iterable(zip(bid_lists, ask_lists, strict=True)))
+        ),
+        F,
+    )
+    per_book = nb + na
+    total = int(per_book.sum())
+    if flat.shape != (2 * total,):
+        raise ValueError("every book level must be a (price, qty) pair")
+    rows = np.repeat(np.arange(n), per_book)
+    k = np.arange(total) - np.repeat(np.cumsum(per_book) - per_book, per_book)
+    nb_row = nb[rows]
+    is_bid = k < nb_row
+    is_ask = ~is_bid
+    price, qty = flat[0::2], flat[1::2]
+    bp = np.zeros((n, MAX_LEVELS), F)
+    bq = np.zeros((n, MAX_LEVELS), F)
+    ap = np.zeros((n, MAX_LEVELS), F)
+    aq = np.zeros((n, MAX_LEVELS), F)
+    rb, cb = rows[is_bid], k[is_bid]
+    ra, ca = rows[is_ask], (k - nb_row)[is_ask]
+    bp[rb, cb] = price[is_bid]
+    bq[rb, cb] = qty[is_bid]
+    ap[ra, ca] = price[is_ask]
+    aq[ra, ca] = qty[is_ask]
+    cols = np.arange(MAX_LEVELS)[None, :]
+    for p, q, count, descending in ((bp, bq, nb, True), (ap, aq, na, False)):
+        present = cols < count[:, None]
+        good = (p > 0.0) & (p < np.inf) & (q > 0.0) & (q < np.inf)
+        step = np.diff(p, axis=1)
+        monotone = (step < 0.0) if descending else (step > 0.0)
+        ok &= ~np.any(present & ~good, axis=1)
+        ok &= ~np.any(present[:, 1:] & ~monotone, axis=1)
+    ok &= ~((nb > 0) & (na > 0) & (bp[:, 0] >= ap[:, 0]))
+    return BookArrays(ts, bp, bq, ap, aq, nb, na), ok
+
+
+def _accept_books(books: Sequence[BookEvent], static_ok: np.ndarray) -> list[int]:
+    """The engine's sequential decision per book: skipped, rejected or accepted (0)."""
+    codes = []
+    last_seq: int | None = None
+    last_ts: int | None = None
+    for b, ok in zip(books, static_ok.tolist(), strict=True):
+        seq = b.seq
+        if last_seq is not None and seq <= last_seq:
+            codes.append(SKIPPED)
+        elif not ok or (last_ts is not None and b.ts < last_ts):
+            codes.append(REJECTED)
+        else:
+            codes.append(0)
+            last_seq = seq
+            last_ts = b.ts
+    return codes
+
+
+def _accept_trades(trades: Sequence[TradeEvent]) -> tuple[TradeArrays, np.ndarray]:
+    k = len(trades)
+    ts = np.fromiter((t.ts for t in trades), np.int64, k)
+    price = np.fromiter((t.price for t in trades), F, k)
+    qty = np.fromiter((t.qty for t in trades), F, k)
+    buy = np.fromiter((bool(t.is_buy) for t in trades), bool, k)
+    good = (price > 0.0) & (price < np.inf) & (qty > 0.0) & (qty < np.inf)
+    # accepted: good and not before the last accepted trade (= the latest good one before it)
+    latest = np.maximum.accumulate(np.where(good, ts, np.iinfo(np.int64).min))
+    before = np.concatenate(([np.iinfo(np.int64).min], latest[:-1]))
+    ok = good & (ts >= before)
+    return TradeArrays(ts[ok], price[ok], qty[ok], buy[ok]), ok
+
+
+def _thin(ts: list[int], min_interval_us: int) -> list[bool]:
+    if not min_interval_us:
+        return [True] * len(ts)
+    out = []
+    last: int | None = None
+    for t in ts:
+        if last is None or t - last >= min_interval_us:
+            out.append(True)
+            last = t
+        else:
+            out.append(False)
+    return out
+
+
+def _in_time_order(events: Sequence[BookEvent] | Sequence[TradeEvent]) -> bool:
+    ts = np.fromiter((e.ts for e in events), np.int64, len(events))
+    return bool(np.all(ts[1:] >= ts[:-1]))
+
+
+def batch_symbol_vectors(streams: SymbolStreams, min_interval_us: int) -> SymbolVectors:
+    """``streams`` (finalized: every event's ``idx`` is its stream position) precomputed with
+    ``compute_batch``; falls back to ``stream_symbol_vectors`` when a stream is out of order."""
+    books, trades = streams.books, streams.trades
+    if any(b.idx != i for i, b in enumerate(books)) or any(
+        t.idx != i for i, t in enumerate(trades)
+    ):
+        raise ValueError(f"{streams.key}: streams are not numbered (events.finalize)")
+    if not (_in_time_order(books) and _in_time_order(trades)):
+        return stream_symbol_vectors(streams, min_interval_us)
+    arrays, static_ok = _pack(books)
+    codes = _accept_books(books, static_ok)
+    take = np.fromiter((c == 0 for c in codes), bool, len(codes))
+    tarr, trade_ok = _accept_trades(trades)
+    sel = np.nonzero(take)[0]
+    accepted = BookArrays(
+        arrays.ts[sel],
+        arrays.bid_p[sel],
+        arrays.bid_q[sel],
+        arrays.ask_p[sel],
+        arrays.ask_q[sel],
+        arrays.n_bid[sel],
+        arrays.n_ask[sel],
+    )
+    if len(sel):
+        values, valid = compute_batch(accepted, tarr)
+    else:
+        values, valid = np.zeros((0, N_FEATURES), F), np.zeros((0, N_FEATURES), bool)
+    emit = _thin(accepted.ts.tolist(), min_interval_us)
+    rows = np.nonzero(np.asarray(emit, bool))[0] if len(emit) else np.zeros(0, np.int64)
+    emitted_books: list[BookEvent] = []
+    row = 0
+    for i, e in zip(sel.tolist(), emit, strict=True):
+        if e:
+            codes[i] = row
+            emitted_books.append(books[i])
+            row += 1
+        else:
+            codes[i] = THINNED
+    return SymbolVectors(
+        streams.key,
+        codes,
+        trade_ok.tolist(),
+        np.ascontiguousarray(values[rows]),
+        np.ascontiguousarray(valid[rows]),
+        emitted_books,
+    )
+
+
+def stream_symbol_vectors(streams: SymbolStreams, min_interval_us: int) -> SymbolVectors:
+    """The same, event by event through ``FeatureState`` in the merge order (the reference,
+    and the fallback for streams that are not in time order)."""
+    books, trades = streams.books, streams.trades
+    codes = [SKIPPED] * len(books)
+    trade_ok = [False] * len(trades)
+    f = FeatureState()
+    vals: list[list[float]] = []
+    oks: list[list[bool]] = []
+    emitted: list[BookEvent] = []
+    last_emit: int | None = None
+    both: list[Sequence[Event]] = [books, trades]
+    for e in heapq.merge(*both, key=sort_key):
+        if e.kind == BOOK:
+            assert isinstance(e, BookEvent)
+            if f.last_seq is not None and e.seq <= f.last_seq:
+                continue
+            try:
+                v, ok = f.on_book_lists(e.bids, e.asks, e.ts, e.local_ts, e.seq)
+            except InvalidInputError:
+                codes[e.idx] = REJECTED
+                continue
+            if min_interval_us and last_emit is not None and e.ts - last_emit < min_interval_us:
+                codes[e.idx] = THINNED
+                continue
+            last_emit = e.ts
+            codes[e.idx] = len(vals)
+            vals.append(v)
+            oks.append(ok)
+            emitted.append(e)
+        else:
+            assert isinstance(e, TradeEvent)
+            try:
+                f.on_trade(e.price, e.qty, e.is_buy, e.ts)
+                trade_ok[e.idx] = True
+            except InvalidInputError:
+                pass
+    values = np.array(vals, F).reshape(len(vals), N_FEATURES)
+    valid = np.array(oks, bool).reshape(len(oks), N_FEATURES)
+    return SymbolVectors(streams.key, codes, trade_ok, values, valid, emitted, streamed=True)
+
+
+# -- the imbalance rule over all of a symbol's vectors at once -------------------------------
+
+BUY, SELL, HOLD = 0, 1, 2
+_SIDES = ("buy", "sell", "hold")
+
+
+def check_reasons(
+    values: np.ndarray, normalized: np.ndarray, valid: np.ndarray, required: Sequence[int]
+) -> list[str | None]:
+    """``check_vector`` over every row (feature set and shape hold by construction): the
+    refusal reason per row, or None."""
+    idx = np.asarray(required, dtype=np.intp)
+    finite = np.all(np.isfinite(values[:, idx]) & np.isfinite(normalized[:, idx]), axis=1)
+    ok = np.all(valid[:, idx], axis=1)
+    reason = np.where(~finite, 1, np.where(~ok, 2, 0))
+    names = (None, NON_FINITE, INVALID_FEATURE)
+    return [names[r] for r in reason.tolist()]
+
+
+def imbalance_offers(
+    strategy: ImbalanceStrategy, key: str, values: np.ndarray, ts: np.ndarray
+) -> list[int]:
+    """Rows (of ``values``, the symbol's checked vectors in time order) at which
+    ``strategy.decide`` publishes a decision, without calling it per row.
+
+    ``ImbalanceStrategy`` keeps one state per symbol, the signal gate's last published side
+    and time, and it changes only where the gate accepts an offer. Between two such rows the
+    rule's side is a pure function of the row given that side, so it is evaluated for all
+    rows for each of the three possible current sides, and the walk jumps from one accepted
+    offer to the next: the first later row whose side differs from the current one and that
+    is at least the cooldown after the previous offer (the gate's conditions)."""
+    n = len(values)
+    if n == 0:
+        return []
+    rule = strategy.rule
+    x = values
+    share = (x[:, strategy.feature] + 1.0) / 2.0
+    from depthflow.strategy.imbalance import (
+        ASK_CLUSTER_PRICE,
+        ASK_CLUSTER_VOLUME,
+        BID_CLUSTER_PRICE,
+        BID_CLUSTER_VOLUME,
+    )
+
+    bid_cluster = x[:, BID_CLUSTER_VOLUME] * x[:, BID_CLUSTER_PRICE]
+    ask_cluster = x[:, ASK_CLUSTER_VOLUME] * x[:, ASK_CLUSTER_PRICE]
+    base = np.where(
+        share >= rule.buy_threshold,
+        np.where(bid_cluster >= rule.min_cluster_volume, BUY, HOLD),
+        np.where(
+            share <= rule.sell_threshold,
+            np.where(ask_cluster >= rule.min_cluster_volume, SELL, HOLD),
+            HOLD,
+        ),
+    )
+    side_if = {
+        BUY: np.where(share >= rule.buy_threshold - rule.hysteresis, BUY, base),
+        SELL: np.where(share <= rule.sell_threshold + rule.hysteresis, SELL, base),
+        HOLD: base,
+    }
+    # next_change[c][i]: the first row >= i whose side differs from c (n: none)
+    next_change = {}
+    for c, side in side_if.items():
+        at = np.where(side != c, np.arange(n), n)
+        next_change[c] = np.minimum.accumulate(at[::-1])[::-1].tolist()
+    times = ts.tolist()
+    sides = {c: side.tolist() for c, side in side_if.items()}
+    gate = strategy.gate
+    cur = _SIDES.index(gate.current(key))
+    last = gate.last_ts_us.get(key)
+    cooldown = gate.cooldown_us
+    offers = []
+    pos = 0
+    while pos < n:
+        start = pos
+        if last is not None:
+            start = max(start, bisect_left(times, last + cooldown))
+            if start >= n:
+                break
+        j = next_change[cur][start]
+        if j >= n:
+            break
+        offers.append(j)
+        cur = sides[cur][j]
+        last = times[j]
+        pos = j + 1
+    return offers
+
+
+@dataclass
+class SymbolDecisions:
+    """Per row of a symbol's vectors: the refusal reason (None: kept) and, where the
+    strategy published one, the vector and the decision."""
+
+    refusal: list[str | None]
+    decisions: dict[int, tuple[VectorInput, Decision]]
+
+
+def decide_imbalance(
+    strategy: ImbalanceStrategy, sv: SymbolVectors, scaler: ActiveScaler | None
+) -> SymbolDecisions:
+    """The strategy's checks and decisions for every vector of one symbol. The decisions
+    themselves come from ``strategy.decide`` (the live code), called on the rows
+    ``imbalance_offers`` finds: that gives the same decisions and leaves the strategy in the
+    same state as deciding every row."""
+    normalized = scaler.apply(sv.values) if scaler else sv.values
+    refusal = check_reasons(sv.values, normalized, sv.valid, strategy.required)
+    kept = np.asarray([r is None for r in refusal], bool)
+    rows = np.nonzero(kept)[0]
+    ts = np.fromiter((b.ts for b in sv.books), np.int64, len(sv.books))
+    scaler_version = scaler.version if scaler else ""
+    decisions: dict[int, tuple[VectorInput, Decision]] = {}
+    for j in imbalance_offers(strategy, sv.key, sv.values[rows], ts[rows]):
+        r = int(rows[j])
+        b = sv.books[r]
+        v = VectorInput(
+            b.exchange,
+            b.symbol,
+            FEATURE_SET_VERSION,
+            b.seq,
+            b.ts,
+            sv.values[r],
+            normalized[r],
+            sv.valid[r],
+            scaler_version,
+            b.trace_id,
+        )
+        (d,) = strategy.decide([v])
+        if d is None:  # the walk above and the live gate disagree: a bug, never guess
+            raise RuntimeError(f"{sv.key} book {b.seq}: predicted a signal the strategy did not")
+        decisions[r] = (v, d)
+    return SymbolDecisions(refusal, decisions)
