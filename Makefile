@@ -16,7 +16,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP)  ## create .venv and install pinned dependencies
+# The collector's per-message modules, compiled with mypyc next to their .py files (about
+# 20 s; ~14 % less CPU per depth message, see docs/collector.md). Rebuilt whenever one of them
+# changes; a failed compile fails `make install`. Back to pure Python: build-native.sh --clean
+NATIVE_SRC := $(addprefix services/collector/depthflow/collector/,parsers.py book.py sync.py events.py feed.py)
+NATIVE := services/collector/build/native-sources.sha256
+
+$(NATIVE): $(STAMP) $(NATIVE_SRC) deploy/local/build-native.sh
+	deploy/local/build-native.sh $(NATIVE_SRC)
+
+install: $(STAMP) $(NATIVE)  ## create .venv, install pinned dependencies, compile the collector's hot path
 
 lock:  ## re-pin transitive dependencies into constraints.txt
 	$(BIN)/pip freeze --exclude-editable | grep -v '^depthflow' > constraints.txt

@@ -17,6 +17,7 @@ also measured — one produce per frame — and reported beside it
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import random
 import time
@@ -91,6 +92,16 @@ def make_frames(n: int, seed: int = 1) -> tuple[bytes, list[bytes]]:
         )
         last = u
     return orjson.dumps(snap), frames
+
+
+def compiled_modules() -> list[str]:
+    """The hot-path modules imported as mypyc-compiled extensions rather than ``.py`` files."""
+    compiled = []
+    for name in ("parsers", "book", "sync", "events", "feed"):
+        path = importlib.import_module(f"depthflow.collector.{name}").__file__ or ""
+        if not path.endswith(".py"):
+            compiled.append(name)
+    return compiled
 
 
 def _producer_conf(kafka: KafkaSettings) -> dict[str, Any]:
@@ -188,6 +199,8 @@ def run() -> dict[str, Any]:
     return {
         "messages": N,
         "rounds": ROUNDS,
+        # mypyc-compiled hot modules in this run ([] = pure Python; see docs/collector.md)
+        "compiled_modules": compiled_modules(),
         "depth_msgs_per_s": round(measured),
         "ceiling_msgs_per_s": round(ceiling),
         "ratio_to_ceiling": round(measured / ceiling, 3),
