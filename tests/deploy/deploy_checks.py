@@ -150,6 +150,36 @@ def _unscoped_defs(tree: ast.AST) -> set[tuple[str, str]]:
     return defs
 
 
+def _custom_histogram_classes(tree: ast.AST) -> set[str]:
+    """Classes that are their own Prometheus collectors of a histogram (a ``Collector``
+    subclass yielding a ``HistogramMetricFamily``): hot paths observe with plain counters."""
+    names = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        is_collector = any(isinstance(b, ast.Name) and b.id == "Collector" for b in node.bases)
+        if is_collector and any(
+            isinstance(n, ast.Name) and n.id == "HistogramMetricFamily" for n in ast.walk(node)
+        ):
+            names.add(node.name)
+    return names
+
+
+def _custom_histograms(tree: ast.AST, classes: set[str]) -> set[str]:
+    """``SomeHistogramCollector("depthflow_x_y_seconds", ...)``: full names, as literals."""
+    found = set()
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in classes
+        ):
+            name = _literal_args(node)
+            if name:
+                found |= _exposed("histogram", name)
+    return found
+
+
 def _exposed(kind: str, full: str) -> set[str]:
     if kind == "counter":
         return {f"{full}_total"}
@@ -177,17 +207,20 @@ def exported_metric_names() -> dict[str, set[str]]:
             continue
         services: set[str] = set()
         defs: set[tuple[str, str]] = set()
-        for path in package.rglob("*.py"):
-            tree = ast.parse(path.read_text())
+        trees = [ast.parse(path.read_text()) for path in package.rglob("*.py")]
+        classes = set().union(*(_custom_histogram_classes(t) for t in trees))
+        custom: set[str] = set()
+        for tree in trees:
             services |= _service_names(tree)
             defs |= _metric_defs(tree)
+            custom |= _custom_histograms(tree, classes)
         # a package may run more than one process (the collector's `sink` has its own
         # registry): each of its service names may carry any of the package's metrics
         for service in services:
             names = result.setdefault(service, set())
             for kind, name in defs | common:
                 names |= _exposed(kind, f"depthflow_{service}_{name}")
-            names |= unscoped
+            names |= unscoped | {n for n in custom if n.startswith(f"depthflow_{service}_")}
     return result
 
 

@@ -387,9 +387,10 @@ class ConsumerLoop:
             await self.dead_letter(message, reason)
         try:
             await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
-            # A rebalance took the partitions away; the next owner replays from the last
-            # commit and the idempotent writes absorb the repeat.
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions away (IllegalStateError: revoked while the
+            # batch was handled); the next owner replays from the last commit and the
+            # idempotent writes absorb the repeat.
             self.stats.commit_failures += 1
             log.warning("offset commit failed after rebalance", extra={"error": str(exc)})
         self.stats.batches += 1

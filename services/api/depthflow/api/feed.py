@@ -155,13 +155,27 @@ class TopicFeed:
 
     def _partitions(self) -> dict[str, list[int]]:
         """Partition ids per topic, straight from the broker (aiokafka's cached cluster view
-        does not know topics created moments ago)."""
-        metadata = AdminClient(self._kafka.confluent_config()).list_topics(timeout=15)
-        return {
-            name: sorted(metadata.topics[name].partitions)
-            for name in self._routes
-            if name in metadata.topics and metadata.topics[name].error is None
-        }
+        does not know topics created moments ago). A topic created moments ago reports
+        LEADER_NOT_AVAILABLE until its leaders are elected (a fresh broker, every service
+        creating the same topics at once): wait for it rather than never reading it."""
+        admin = AdminClient(self._kafka.confluent_config())
+        deadline = time.monotonic() + 30.0
+        while True:
+            metadata = admin.list_topics(timeout=15)
+            found = {
+                name: sorted(metadata.topics[name].partitions)
+                for name in self._routes
+                if name in metadata.topics
+                and metadata.topics[name].error is None
+                and metadata.topics[name].partitions
+            }
+            missing = sorted(set(self._routes) - set(found))
+            if not missing:
+                return found
+            if time.monotonic() >= deadline:
+                log.warning("topics not available; not reading them", extra={"topics": missing})
+                return found
+            time.sleep(0.5)
 
     async def stop(self) -> None:
         if self._task:

@@ -99,7 +99,7 @@ class CollectorMetrics:
         )
         # observed once per depth message: counted in plain ints, read at scrape time
         self.exchange_latency = HotHistogram(
-            f"{metrics.namespace}_{metrics.service}_exchange_latency_seconds",
+            "depthflow_collector_exchange_latency_seconds",
             "exchange event time to local receive time",
             ("exchange",),
             (exchange,),

@@ -32,7 +32,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from depthflow.common.db import create_pool
+from depthflow.common.db import RETRYABLE, create_pool
 from depthflow.common.heartbeat import HeartbeatPublisher
 from depthflow.common.kafka import AsyncProducer, Consumed, ConsumerLoop, create_topics
 from depthflow.common.lifecycle import Service
@@ -416,6 +416,27 @@ class ExecutorService(Service):
 
     # ------------------------------------------------------------------ signals
     async def _handle_batch(self, messages: list[Consumed]) -> None:
+        """Handle one consumer batch. A PostgreSQL outage does not stop the executor: the
+        batch is handled again (idempotently — a stored signal is a replay, a Pending order
+        is resolved by query) until the database answers; its offsets stay uncommitted."""
+        attempt = 0
+        while True:
+            try:
+                return await self._handle_batch_once(messages)
+            except (*RETRYABLE, asyncpg.InternalClientError) as exc:
+                attempt += 1
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning(
+                        "PostgreSQL unavailable; retrying signal batch",
+                        extra={
+                            "signals": len(messages),
+                            "attempt": attempt,
+                            "error": f"{type(exc).__name__}: {exc}"[:300],
+                        },
+                    )
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
+
+    async def _handle_batch_once(self, messages: list[Consumed]) -> None:
         by_key: dict[bytes | None, list[Consumed]] = defaultdict(list)
         for m in messages:
             by_key[m.key].append(m)

@@ -26,11 +26,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from depthflow.common.db import create_pool, ident
+from depthflow.common.db import RETRYABLE, create_pool, ident
 from depthflow.common.errors import DecodeError
 from depthflow.common.heartbeat import HeartbeatPublisher
 from depthflow.common.kafka import AsyncProducer, Consumed, ConsumerLoop, create_topics
@@ -148,6 +149,7 @@ class StrategyService(Service):
             handler=self._handle,
             dlq_producer=self.producer,
             max_batch=s.max_batch,
+            metrics=self.metrics.service,
         )
         await self.loop.start()
         self.exit_stack.push_async_callback(self.loop.stop)
@@ -220,11 +222,19 @@ class StrategyService(Service):
         from confluent_kafka.admin import AdminClient
 
         topic = self.settings.topic_control
-        meta = AdminClient(self.kafka.confluent_config()).list_topics(topic, timeout=10)
-        found = meta.topics.get(topic)
-        if found is None or found.error is not None or not found.partitions:
-            raise RuntimeError(f"control topic {topic!r} is not available")
-        return list(found.partitions)
+        admin = AdminClient(self.kafka.confluent_config())
+        # A topic created a moment ago (a fresh broker, every service creating the same
+        # topics at once) reports LEADER_NOT_AVAILABLE until its leaders are elected.
+        deadline = time.monotonic() + 30.0
+        while True:
+            meta = admin.list_topics(topic, timeout=10)
+            found = meta.topics.get(topic)
+            if found is not None and found.error is None and found.partitions:
+                return list(found.partitions)
+            if time.monotonic() >= deadline:
+                detail = found.error if found is not None else "missing"
+                raise RuntimeError(f"control topic {topic!r} is not available: {detail}")
+            time.sleep(0.5)
 
     async def _stop_control_task(self) -> None:
         if self._control_task:
@@ -458,8 +468,26 @@ class StrategyService(Service):
             "ts_us, source_ts_us, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
             "$10::jsonb, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING"
         )
-        async with self.pool.acquire() as conn:
-            await conn.executemany(query, rows)
+        # A PostgreSQL outage must not stop the service: retry until the database answers
+        # (the offsets stay uncommitted meanwhile; ON CONFLICT makes a repeat harmless).
+        attempt = 0
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.executemany(query, rows)
+                return
+            except (*RETRYABLE, asyncpg.InternalClientError) as exc:
+                attempt += 1
+                if attempt == 1 or attempt % 10 == 0:
+                    log.warning(
+                        "PostgreSQL unavailable; retrying signals",
+                        extra={
+                            "signals": len(rows),
+                            "attempt": attempt,
+                            "error": f"{type(exc).__name__}: {exc}"[:300],
+                        },
+                    )
+                await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
 
     async def _publish(self, signals: list[Signal]) -> None:
         assert self.producer is not None
