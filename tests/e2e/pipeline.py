@@ -248,9 +248,6 @@ class Pipeline:
 
     def start(self) -> None:
         self.services["sim"].start().wait_healthy(60)
-        # One collector first: two collectors creating the first orderbook_data partitions
-        # of a fresh database at once race (see test_smoke and docs/operations.md).
-        self.services["collector-binance"].start().wait_healthy(180)
         for svc in self.services.values():
             if not svc.alive:
                 svc.start()
