@@ -1,0 +1,268 @@
+"""The whole pipeline under load: simulator → collector → features → strategy → executor
+(paper), as the real processes ``make run`` starts, on a private Kafka + PostgreSQL pair.
+
+Issue 11's load case: ``BENCH_E2E_SYMBOLS`` symbols (200) at 10 depth messages/s each (the
+Binance ``@depth@100ms`` stream) for ``BENCH_E2E_SECONDS`` (600). Every ``SAMPLE_S`` it samples
+each consumer group's lag (committed offsets against the log end) and each process's
+resident memory; at the end it stops the simulator, lets the pipeline drain and reports:
+
+- per stage, messages/s over the steady window (Kafka log-end offsets), with the simulator's
+  sent rate as the stage's ceiling (a stage can only pass on what it gets) and the ratio;
+- lag: max and final per group — bounded means it does not grow from the first to the last
+  third of the run;
+- memory: RSS per process, first third vs last third (flat = growth under 20 %);
+- nothing dropped: the simulator's depth messages sent = the collector's received, every
+  md.book message has its stored vector (bar the last books of each symbol that wait in the
+  features merge buffer), every buy/sell signal reached the executor;
+- end-to-end latency exchange event → paper order acknowledged: per order, the order's
+  first ``Placed``/``Filled`` event time on orders.v1 minus its signal's ``source_ts_us``
+  (the exchange time of the book it acted on), p50/p99 over every order of the steady window.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.e2e.pipeline import (  # noqa: E402 - the repo root must be importable first
+    Pipeline,
+    PrivateInfra,
+    committed_lag,
+    end_offsets,
+    http_json,
+    metric_sum,
+    pipeline_env,
+    read_topic,
+    scrape,
+)
+
+SYMBOLS_N = int(os.environ.get("BENCH_E2E_SYMBOLS", "200"))
+SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "600"))
+SAMPLE_S = 10.0
+WARMUP_S = 30.0  # excluded from rates and latency: connections, snapshots, first candles
+STAGES = ("sim", "collector-binance", "features", "strategy", "executor")
+
+
+def _rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _total(bootstrap: str, topic: str) -> int:
+    return sum(end_offsets(bootstrap, topic).values())
+
+
+def _lag(bootstrap: str, group: str, topics: list[str]) -> int:
+    """Records the group has not committed yet, over its topics."""
+    return sum(end - done for done, end in committed_lag(bootstrap, group, topics).values())
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _latencies(bootstrap: str, since_us: int) -> dict[str, list[float]]:
+    """ms, per order: exchange event → order acknowledged ("total"), split at the strategy's
+    decision: exchange event → signal ("to_signal") and signal → acknowledged ("to_order")."""
+    source: dict[str, int] = {}
+    decided: dict[str, int] = {}
+    for _key, value in read_topic(bootstrap, "signals.v1"):
+        if value:
+            s = orjson.loads(value)
+            source[s["signal_id"]] = s["source_ts_us"]
+            decided[s["signal_id"]] = s["ts_us"]
+    acked: dict[str, int] = {}
+    for _key, value in read_topic(bootstrap, "orders.v1"):
+        if not value:
+            continue
+        e = orjson.loads(value)
+        if e.get("event_type") == "order" and e.get("status") in (
+            "Placed",
+            "PartiallyFilled",
+            "Filled",
+        ):
+            sid = e.get("signal_id")
+            if sid and sid not in acked:
+                acked[sid] = e["ts_us"]
+    ids = [sid for sid in acked if sid in source and source[sid] >= since_us]
+    return {
+        "total": [(acked[sid] - source[sid]) / 1000 for sid in ids],
+        "to_signal": [(decided[sid] - source[sid]) / 1000 for sid in ids],
+        "to_order": [(acked[sid] - decided[sid]) / 1000 for sid in ids],
+    }
+
+
+def run() -> dict[str, Any]:
+    symbols = [f"L{i:03d}USDT" for i in range(SYMBOLS_N)]
+    infra = PrivateInfra().up()
+    workdir = Path(tempfile.mkdtemp(prefix="depthflow-e2e-bench-"))
+    pipe: Pipeline | None = None
+    try:
+        infra.migrate()
+        env = pipeline_env(
+            infra,
+            {
+                "DEPTHFLOW_LOCAL_DIR": str(infra.local),
+                "SIM_SYMBOLS": ",".join(symbols),
+                # updates/s per symbol: the 100 ms stream then carries ~10 messages/s each
+                "SIM_RATE": "40",
+                "COLLECTOR_SYMBOLS": ",".join(symbols),
+                "LOG_LEVEL": "WARNING",
+                # the generic instruments (price ~10, lot 0.1) have small clusters in USDT:
+                # the seed's 10,000 would never let the imbalance rule fire on them
+                "MIN_CLUSTER_VOLUME": "100",
+                # room for many symbols' positions, so signals become orders (the latency)
+                "MAX_OPEN_POSITIONS": "400",
+                "MAX_EXPOSURE_USDT": "10000000",
+            },
+        )
+        pipe = Pipeline(infra, env, workdir)
+        for name in STAGES:
+            pipe[name].start()
+            pipe[name].wait_healthy(300)
+        started = time.monotonic()
+        steady_from_us = time.time_ns() // 1000 + int(WARMUP_S * 1e6)
+        groups = {
+            "collector-sink": ("collector-db", ["md.book", "md.health"]),
+            "features": ("depthflow-features", ["md.book", "md.trades"]),
+            "strategy": ("strategy", ["features.v1"]),
+            "executor": ("executor", ["signals.v1"]),
+        }
+        samples: list[dict[str, Any]] = []
+        marks: dict[str, tuple[float, dict[str, int]]] = {}
+        topics = ("md.depth.raw", "md.book", "features.v1", "signals.v1", "orders.v1")
+        while time.monotonic() - started < SECONDS:
+            time.sleep(SAMPLE_S)
+            for name in STAGES:
+                pipe[name].assert_alive()
+            t = time.monotonic() - started
+            lag = {g: _lag(infra.bootstrap, group, ts) for g, (group, ts) in groups.items()}
+            rss = {n: _rss_mb(pipe[n].proc.pid if pipe[n].proc else None) for n in STAGES}
+            samples.append({"t": round(t, 1), "lag": lag, "rss_mb": rss})
+            if "start" not in marks and t >= WARMUP_S:
+                marks["start"] = (t, {tp: _total(infra.bootstrap, tp) for tp in topics})
+            print(f"  e2e t={t:5.0f}s lag={lag} rss={rss}", file=sys.stderr, flush=True)
+        marks["end"] = (
+            time.monotonic() - started,
+            {tp: _total(infra.bootstrap, tp) for tp in topics},
+        )
+        _, sim_status = http_json(f"{pipe.sim_url}/sim/status")
+        collector = scrape(pipe.metrics_url("collector-binance"))
+        # stop the market, let every stage drain
+        pipe["sim"].stop()
+        drained_at = time.monotonic()
+        final_lag: dict[str, int] = {}
+        while time.monotonic() - drained_at < 120:
+            final_lag = {g: _lag(infra.bootstrap, group, ts) for g, (group, ts) in groups.items()}
+            if all(v == 0 for v in final_lag.values()):
+                break
+            time.sleep(2)
+        drain_s = round(time.monotonic() - drained_at, 1)
+        (t0, start), (t1, end) = marks["start"], marks["end"]
+        window = t1 - t0
+        rates = {tp: round((end[tp] - start[tp]) / window, 1) for tp in topics}
+        latencies = _latencies(infra.bootstrap, steady_from_us)
+        thirds = max(1, len(samples) // 3)
+
+        def third(which: list[dict[str, Any]], part: str, key: str) -> float:
+            vals = [s[part][key] for s in which if s[part].get(key) is not None]
+            return sum(vals) / len(vals) if vals else 0.0
+
+        first, last = samples[:thirds], samples[-thirds:]
+        memory = {
+            n: {
+                "first_third_mb": round(third(first, "rss_mb", n), 1),
+                "last_third_mb": round(third(last, "rss_mb", n), 1),
+            }
+            for n in STAGES
+        }
+        for m in memory.values():
+            m["growth"] = (
+                round(m["last_third_mb"] / m["first_third_mb"] - 1, 3)
+                if m["first_third_mb"]
+                else None
+            )
+        lag = {
+            g: {
+                "max": max(s["lag"][g] for s in samples),
+                "first_third_avg": round(third(first, "lag", g)),
+                "last_third_avg": round(third(last, "lag", g)),
+                "after_drain": final_lag.get(g),
+            }
+            for g in groups
+        }
+        received = metric_sum(collector, "depthflow_collector_messages_received_total")
+        depth_received = metric_sum(
+            collector, "depthflow_collector_messages_received_total", kind="depth"
+        )
+
+        def pct(values: list[float]) -> dict[str, float | None]:
+            return {
+                f"p{int(q * 100)}": None if (v := _percentile(values, q)) is None else round(v, 2)
+                for q in (0.5, 0.99)
+            }
+
+        return {
+            "symbols": SYMBOLS_N,
+            "seconds": SECONDS,
+            "window_s": round(window, 1),
+            "throughput_msgs_per_s": {
+                "exchange_messages": rates["md.depth.raw"],  # depth + trades, as received
+                "md_book": rates["md.book"],
+                "md_book_per_symbol": round(rates["md.book"] / SYMBOLS_N, 2),
+                "features_v1": rates["features.v1"],
+                "features_ratio_to_md_book": round(rates["features.v1"] / rates["md.book"], 3)
+                if rates["md.book"]
+                else None,
+                "signals_v1": rates["signals.v1"],
+                "orders_v1": rates["orders.v1"],
+            },
+            "sim_messages_sent": sim_status.get("messages_sent"),
+            "collector_messages_received": received,
+            "md_book_total_per_depth_message": round(end["md.book"] / depth_received, 4)
+            if depth_received
+            else None,
+            "lag_records": lag,
+            "drain_s": drain_s,
+            "memory": memory,
+            "e2e_latency_ms": {
+                "orders": len(latencies["total"]),
+                **pct(latencies["total"]),
+                "target_p50": 15,
+                "target_p99": 50,
+                "exchange_to_signal": pct(latencies["to_signal"]),
+                "signal_to_order": pct(latencies["to_order"]),
+                "features_merge_hold_ms": float(env.get("FEATURES_MERGE_HOLD_MS", "200")),
+            },
+        }
+    finally:
+        if pipe is not None:
+            for name in reversed(STAGES):
+                with contextlib.suppress(Exception):  # best effort on the way out
+                    pipe[name].stop()
+        infra.down()
+
+
+if __name__ == "__main__":
+    print(orjson.dumps(run(), option=orjson.OPT_INDENT_2).decode())
