@@ -52,6 +52,40 @@ def test_stale_heartbeat_is_down():
     assert view.service("features").state == "unknown"
 
 
+def test_collector_instances_of_both_exchanges_aggregate():
+    """The collectors beat as one ``collector`` service, one instance per exchange process
+    (``<exchange>-<host>-<pid>``); each instance is listed with its own state."""
+    view = StatusView(stale_s=5)
+    for exchange, ts in (("binance", 100_000_000), ("bybit", 100_000_000)):
+        view.on_heartbeat(
+            Heartbeat(
+                service="collector",
+                instance=f"{exchange}-host-1",
+                state="running",
+                ready=True,
+                detail={"exchange": exchange, "synced_books": 3},
+                ts_us=ts,
+            )
+        )
+    both = view.service("collector", now=101_000_000)
+    assert (both.state, both.ready, both.up) == ("running", True, True)
+    assert sorted(i["instance"] for i in both.instances) == ["binance-host-1", "bybit-host-1"]
+    view.on_heartbeat(
+        Heartbeat(
+            service="collector",
+            instance="binance-host-1",
+            state="running",
+            ready=True,
+            ts_us=109_000_000,
+        )
+    )
+    one_stale = view.service("collector", now=110_000_000)
+    states = {i["instance"]: i["state"] for i in one_stale.instances}
+    assert states == {"binance-host-1": "running", "bybit-host-1": "down"}
+    # the service-level state is the best live instance's (the api's rule for every service)
+    assert one_stale.state == "running"
+
+
 def _fill(side, qty, price, n):
     return OrderEvent(
         event_id=f"e{n}",

@@ -7,7 +7,13 @@ Lifecycle (``depthflow.common.lifecycle.Service``):
 - ``run(stop, max_messages, idle_timeout)``: the connection groups (several symbols per
   socket, within the exchange's per-connection limits), snapshot fetches/resubscriptions on
   demand, the stale-stream watch and the sink, until a stop condition holds.
-- ``stop``: close the sockets, flush the producer, drain the sink, release everything.
+- ``run``'s graceful end (a stop condition or SIGTERM): close the sockets and stop the
+  background tasks, flush the producer, then let the sink write and commit md.book/md.health
+  up to their end (``drain_timeout_s`` at most) — so a graceful stop leaves nothing to replay.
+- ``stop``: final heartbeat, leave the sink's group, release everything (each step bounded).
+
+Heartbeats: ``collector`` (instance ``<exchange>-<host>-<pid>``) on ``status.v1`` every
+``heartbeat_interval_s``; the standalone sink process reports as ``collector-sink``.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from depthflow.collector.config import CollectorSettings
 from depthflow.collector.connection import ConnectionGroup, WsConnection
 from depthflow.collector.feed import FeedProcessor, TopicNames, now_us
 from depthflow.collector.metrics import CollectorMetrics
+from depthflow.common.errors import ProduceError
+from depthflow.common.heartbeat import HeartbeatPublisher
 from depthflow.common.kafka import AsyncProducer, Producer, create_topics
-from depthflow.common.lifecycle import Service
+from depthflow.common.lifecycle import Service, State
 from depthflow.common.metrics import HealthServer, ServiceMetrics
-from depthflow.common.schemas import BOOK, DEPTH_RAW, HEALTH, TRADES, Topic, dlq_topic
+from depthflow.common.schemas import BOOK, DEPTH_RAW, HEALTH, STATUS, TRADES, Topic, dlq_topic
 from depthflow.common.settings import HttpSettings, KafkaSettings, PostgresSettings
 
 log = logging.getLogger(__name__)
@@ -61,7 +69,7 @@ async def open_sink(
         load_migrations("depthflow.collector"),
     )
     pool = await create_pool(postgres)
-    exit_stack.push_async_callback(pool.close)
+    exit_stack.push_async_callback(close_pool, pool)
     today = dt.datetime.now(dt.UTC).date()
     await ensure_partitions(
         pool, s.db_schema, today - dt.timedelta(days=1), s.partitions_ahead_days + 1
@@ -85,6 +93,65 @@ async def open_sink(
     await sink.start()
     exit_stack.push_async_callback(sink.stop)
     return pool, sink
+
+
+async def close_pool(pool: Any, timeout: float = 5.0) -> None:
+    """Close the pool gracefully, or terminate its connections when one is not given back
+    in time (a cancelled COPY): ``Pool.close`` alone waits for ever."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except TimeoutError:
+        log.warning("PostgreSQL pool did not close in time; terminating it")
+        pool.terminate()
+
+
+async def start_heartbeat(
+    exit_stack: contextlib.AsyncExitStack,
+    settings: CollectorSettings,
+    kafka: KafkaSettings,
+    service: str,
+    state: Any,
+) -> HeartbeatPublisher:
+    """A ``HeartbeatPublisher`` on its own small producer (acknowledged sends, so a beat that
+    could not be delivered is logged, and the hot path's producer errors stay its own); the
+    instance is prefixed with the exchange, so both collectors are told apart at a glance."""
+    producer = AsyncProducer(kafka, client_id=f"{service}-{settings.exchange}-status")
+    await producer.start()
+    exit_stack.push_async_callback(producer.stop)
+
+    async def send(topic: str, value: bytes, key: bytes) -> None:
+        await producer.send_and_wait(topic, value, key)
+
+    heartbeat = HeartbeatPublisher(
+        send, service, state, settings.heartbeat_interval_s, settings.topic_status
+    )
+    heartbeat.instance = f"{settings.exchange}-{heartbeat.instance}"
+    await heartbeat.start()
+    exit_stack.push_async_callback(heartbeat.stop)  # the final beat, before the producer stops
+    return heartbeat
+
+
+def heartbeat_state(service: Service, drained: bool) -> str:
+    """The ``Heartbeat.state`` of a lifecycle state (the final beat of a finished stop says
+    ``stopped``)."""
+    if service.state is State.BUILT:
+        return "starting"
+    if service.state is State.STOPPING and drained:
+        return "stopped"
+    return service.state.value
+
+
+class Rate:
+    """Per-second rate of a growing counter between two reads (heartbeat figures)."""
+
+    def __init__(self) -> None:
+        self._mark = (time.monotonic(), 0)
+
+    def __call__(self, count: int) -> float:
+        now = time.monotonic()
+        then, before = self._mark
+        self._mark = (now, count)
+        return round((count - before) / max(now - then, 1e-9), 1)
 
 
 def make_producer(kafka: KafkaSettings, client_id: str) -> Producer:
@@ -145,6 +212,12 @@ class CollectorService(Service):
         self._snapshot_gate = asyncio.Semaphore(4)
         self._stop = asyncio.Event()
         self.connects = 0
+        self.heartbeat: HeartbeatPublisher | None = None
+        self.last_error = ""
+        self._drained = False
+        self._rate = Rate()
+        self._sink_task: asyncio.Task[Any] | None = None
+        self._sink_stop = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -164,10 +237,14 @@ class CollectorService(Service):
                     "{source_topic}",
                     dlq_topic("collector").retention_ms,
                 ),
+                Topic(s.topic_status, STATUS.model, STATUS.key, None, compacted=True),
             ],
         )
         self.producer = make_producer(self.kafka, f"collector-{s.exchange}")
-        self.exit_stack.callback(self._flush_producer)
+        self.exit_stack.push_async_callback(self._flush_producer)
+        self.heartbeat = await start_heartbeat(
+            self.exit_stack, s, self.kafka, "collector", self._heartbeat_state
+        )
         self.feed = FeedProcessor(
             s.exchange,
             s.symbols,
@@ -192,9 +269,16 @@ class CollectorService(Service):
         freeze_startup_objects()
         self.metrics.service.up.set(1)
 
-    def _flush_producer(self) -> None:
-        if self.producer is not None:
-            self.producer.flush(30)
+    async def _flush_producer(self, timeout: float = 5.0) -> None:
+        """Flush off the event loop (a blocked loop would hold every other shutdown step,
+        and the drain timeout could not even fire), bounded, failures logged."""
+        if self.producer is None:
+            return
+        try:
+            await asyncio.to_thread(self.producer.flush, timeout)
+        except ProduceError as exc:
+            self.last_error = str(exc)[:300]
+            log.error("producer not flushed at stop", extra={"error": str(exc)})
 
     async def _start_sink(self) -> None:
         if self.postgres is None:
@@ -205,12 +289,46 @@ class CollectorService(Service):
 
     async def on_stop(self) -> None:
         self._stop.set()
+        self._sink_stop.set()
         for task in list(self._tasks):
             task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self.metrics.service.up.set(0)
+        self._drained = True
+
+    def _heartbeat_state(self) -> tuple[str, bool, dict[str, Any]]:
+        s = self.settings
+        detail: dict[str, Any] = {
+            "exchange": s.exchange,
+            "source": s.source,
+            "symbols": len(s.symbols),
+            "connections": len(self.groups),
+        }
+        feed = self.feed
+        if feed is not None:
+            stats = feed.stats
+            detail.update(
+                synced_books=sum(1 for x in feed.syncs.values() if x.synced),
+                frames=stats.frames,
+                messages_per_s=self._rate(stats.frames),
+                books_published=stats.books_published,
+                gaps=stats.gaps,
+                resyncs=stats.resyncs,
+                parse_errors=stats.parse_errors,
+                reconnects=max(0, self.connects - len(self.groups)),
+            )
+        sink = self.sink
+        detail["sink"] = sink is not None
+        if sink is not None:
+            detail.update(
+                sink_buffered_rows=sink.buffered,
+                sink_rows_written=sink.rows.rows_written,
+                sink_db_retries=sink.rows.retries + sink.health.retries,
+            )
+        detail["last_error"] = self.last_error or (sink.last_error if sink is not None else "")
+        return heartbeat_state(self, self._drained), self.ready, detail
 
     # ------------------------------------------------------------------ connections
 
@@ -303,10 +421,11 @@ class CollectorService(Service):
 
     # ------------------------------------------------------------------ resyncs
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -314,6 +433,8 @@ class CollectorService(Service):
             # run() raises it: a dead sink or connection group must stop the service,
             # not leave it collecting without them
             self._crashed.append(task)
+            error = task.exception()
+            self.last_error = f"{task.get_name()}: {type(error).__name__}: {error}"[:300]
 
     def _request_resync(self, symbol: str, reason: str) -> None:
         if symbol in self._inflight or self._stop.is_set():
@@ -396,8 +517,9 @@ class CollectorService(Service):
                 today = dt.datetime.now(dt.UTC).date()
                 try:
                     await ensure_partitions(self.pool, s.db_schema, today, s.partitions_ahead_days)
-                except Exception:
+                except Exception as exc:
                     log.exception("cannot create partitions ahead; will retry")
+                    self.last_error = f"partitions: {type(exc).__name__}: {exc}"[:300]
                     next_partitions = now + 60
 
     async def run(
@@ -417,7 +539,7 @@ class CollectorService(Service):
             self._spawn(group.run(inner), f"group-{id(group)}")
         self._spawn(self._housekeeping(inner), "housekeeping")
         if self.sink is not None:
-            self._spawn(self.sink.run(inner), "sink")
+            self._sink_task = self._spawn(self.sink.run(self._sink_stop), "sink")
         start_frames = feed.stats.frames
         last_frames = start_frames
         last_change = time.monotonic()
@@ -437,15 +559,52 @@ class CollectorService(Service):
                     assert error is not None
                     raise error
         finally:
-            inner.set()
-            self._stop.set()
-            tasks = list(self._tasks)
-            _done, pending = await asyncio.wait(tasks, timeout=10) if tasks else (set(), set())
+            await self._wind_down(inner)
+        return feed.stats.frames - start_frames
+
+    async def _wind_down(self, inner: asyncio.Event) -> None:
+        """The graceful end of ``run``, in the order that leaves nothing to replay: close
+        the sockets and stop the background tasks (nothing new is published), flush the
+        producer, then keep the sink going until it has written and committed every
+        md.book/md.health partition it owns up to the end, and only then stop it. Every
+        step is bounded; what a step leaves undone the next sink replays."""
+        inner.set()
+        self._stop.set()
+        others = [t for t in self._tasks if t is not self._sink_task]
+        for task in others:
+            if task.get_name().startswith(("snapshot-", "resubscribe-")):
+                task.cancel()  # a resync in its retry backoff is of no use any more
+        if others:
+            # sockets close within their close timeout (2 s); housekeeping within 0.1 s
+            _done, pending = await asyncio.wait(others, timeout=5)
             for task in pending:
                 task.cancel()
-            assert self.producer is not None
-            await asyncio.to_thread(self.producer.flush, 30)
-        return feed.stats.frames - start_frames
+            if pending:
+                log.warning(
+                    "tasks cancelled at stop", extra={"tasks": [t.get_name() for t in pending]}
+                )
+                await asyncio.wait(pending, timeout=1)
+        await self._flush_producer(timeout=5.0)
+        sink_task = self._sink_task
+        if sink_task is None or sink_task.done():
+            self._sink_stop.set()
+            return
+        caught_up = False
+        try:
+            targets = await self.sink.end_offsets()
+            caught_up = await self.sink.wait_caught_up(targets, self.settings.drain_timeout_s)
+        except Exception as exc:
+            log.warning("cannot tell whether the sink caught up", extra={"error": str(exc)})
+        self._sink_stop.set()  # the loop finishes (and commits) the batch in hand, then returns
+        _done, pending = await asyncio.wait([sink_task], timeout=5)
+        if pending:
+            sink_task.cancel()
+            await asyncio.wait(pending, timeout=1)
+        if not caught_up or pending:
+            log.warning(
+                "sink stopped short of the end of its topics; the next sink replays the rest",
+                extra={"drain_timeout_s": self.settings.drain_timeout_s},
+            )
 
 
 class SinkService(Service):
@@ -470,8 +629,18 @@ class SinkService(Service):
         self.metrics = CollectorMetrics(ServiceMetrics("collector_sink"), settings.exchange)
         self.sink: Any = None
         self.pool: Any = None
+        self.heartbeat: HeartbeatPublisher | None = None
+        self._drained = False
+        self._rate = Rate()
 
     async def on_start(self) -> None:
+        s = self.settings
+        create_topics(
+            self.kafka, [Topic(s.topic_status, STATUS.model, STATUS.key, None, compacted=True)]
+        )
+        self.heartbeat = await start_heartbeat(
+            self.exit_stack, s, self.kafka, "collector-sink", self._heartbeat_state
+        )
         health = HealthServer(
             self.metrics.service, self.http.host, self.http.port, lambda: self.ready
         )
@@ -481,6 +650,27 @@ class SinkService(Service):
             self.exit_stack, self.settings, self.kafka, self.postgres, self.metrics
         )
         self.metrics.service.up.set(1)
+
+    async def on_stop(self) -> None:
+        self.metrics.service.up.set(0)
+        self._drained = True
+
+    def _heartbeat_state(self) -> tuple[str, bool, dict[str, Any]]:
+        detail: dict[str, Any] = {"group_id": self.settings.db_group_id}
+        sink = self.sink
+        if sink is not None:
+            stats = sink.loop.stats
+            detail.update(
+                consumed=stats.consumed,
+                messages_per_s=self._rate(stats.consumed),
+                dead_lettered=stats.dead_lettered,
+                commit_failures=stats.commit_failures,
+                sink_buffered_rows=sink.buffered,
+                sink_rows_written=sink.rows.rows_written,
+                sink_db_retries=sink.rows.retries + sink.health.retries,
+            )
+        detail["last_error"] = sink.last_error if sink is not None else ""
+        return heartbeat_state(self, self._drained), self.ready, detail
 
     async def run(
         self,

@@ -63,6 +63,9 @@ class CollectorSettings(BaseSettings):
     topic_trades: str = "md.trades"
     topic_health: str = "md.health"
     topic_dlq: str = "dlq.collector"
+    # heartbeats (real state for the api's /bot/status), like every service
+    topic_status: str = "status.v1"
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
     # the PostgreSQL sink: md.book/md.health → collector.orderbook_data/book_health
     write_db: bool = True
     db_schema: str = Field(default="collector", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
@@ -73,6 +76,10 @@ class CollectorSettings(BaseSettings):
     # (the broker's group.min.session.timeout.ms, 6 s by default, is the floor)
     db_session_timeout_ms: int = Field(default=10_000, ge=1000, le=300_000)
     partitions_ahead_days: int = Field(default=2, ge=0, le=60)
+    # graceful stop: once the sockets are closed and the producer flushed, the in-process
+    # sink writes and commits md.book/md.health up to their end for at most this long (the
+    # rest is replayed by the next sink); keep the whole stop inside run_service's 25 s
+    drain_timeout_s: float = Field(default=10.0, gt=0, le=20)
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -13,9 +13,11 @@ Rows: one per ``md.book`` message with ``tob_changed`` — every top-of-book cha
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -47,6 +49,8 @@ HEALTH_KEY = ("exchange", "symbol", "ts_us", "kind")
 # Tardis exchange ids (the seed's rows say binance-futures)
 TARDIS_EXCHANGE = {"binance": "binance-futures", "bybit": "bybit"}
 DAY_US = 86_400_000_000
+
+Offsets = dict[tuple[str, int], int]  # (topic, partition) -> offset
 
 
 def orderbook_row(book: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -84,6 +88,27 @@ async def ensure_partitions(pool: asyncpg.Pool, schema: str, first_day: dt.date,
         return int(await conn.fetchval(sql, schema, first_day, days) or 0)
 
 
+def end_offsets(kafka: KafkaSettings, topics: Sequence[str], timeout: float = 5.0) -> Offsets:
+    """Each partition's end (last stable offset) of ``topics``, asked of the broker; blocking."""
+    from confluent_kafka import IsolationLevel, TopicPartition
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+
+    admin = AdminClient(kafka.confluent_config())
+    meta = admin.list_topics(timeout=timeout)
+    request = {
+        TopicPartition(topic, p): OffsetSpec.latest()
+        for topic in topics
+        if topic in meta.topics
+        for p in meta.topics[topic].partitions
+    }
+    if not request:
+        return {}
+    futures = admin.list_offsets(
+        request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=timeout
+    )
+    return {(tp.topic, tp.partition): int(f.result(timeout).offset) for tp, f in futures.items()}
+
+
 class BookSink:
     """Consumes md.book and md.health and writes them idempotently."""
 
@@ -102,11 +127,16 @@ class BookSink:
         max_buffered: int = 200_000,
         session_timeout_ms: int = 10_000,
     ) -> None:
+        self._kafka = kafka
         self._pool = pool
         self._schema = schema
         self._book_topic = book_topic
         self._health_topic = health_topic
         self._days_ready: set[int] = set()
+        # per partition, the offset after the last message a finished ``_handle`` wrote (the
+        # loop commits it right after): how far a stopping collector's sink has got
+        self.handled_to: Offsets = {}
+        self.last_error = ""
         self.rows = CopyWriter(
             pool,
             "orderbook_data",
@@ -148,10 +178,62 @@ class BookSink:
         await self.health.start()
         await self.loop.start()
 
-    async def stop(self) -> None:
-        await self.loop.stop()
+    @property
+    def buffered(self) -> int:
+        """Rows held by the COPY writers, not yet durable."""
+        return self.rows.buffered + self.health.buffered
+
+    async def stop(self, leave_timeout: float = 5.0) -> None:
+        """Leave the group (bounded: a leave that waits on a rebalance must not hold the
+        process; the group then expires the member after the session timeout) and write
+        what the writers still hold."""
+        try:
+            await asyncio.wait_for(self.loop.stop(), leave_timeout)
+        except TimeoutError:
+            log.warning(
+                "sink consumer did not leave the group in time",
+                extra={"timeout_s": leave_timeout},
+            )
         await self.rows.close()
         await self.health.close()
+
+    async def end_offsets(self, timeout: float = 5.0) -> Offsets:
+        """md.book/md.health partition ends, from the broker."""
+        topics = [self._book_topic, self._health_topic]
+        return await asyncio.to_thread(end_offsets, self._kafka, topics, timeout)
+
+    async def caught_up(self, targets: Mapping[tuple[str, int], int]) -> bool:
+        """Whether every partition assigned to this sink has been written (and, once the
+        running batch returns, committed) up to its offset in ``targets``."""
+        for tp in await self.loop.lag():  # the assigned partitions whose end is known
+            target = targets.get((tp.topic, tp.partition))
+            if not target:  # not asked about, or empty
+                continue
+            done = self.handled_to.get((tp.topic, tp.partition))
+            if done is None or done < target:
+                done = await self.loop.committed(tp.topic, tp.partition)
+                if done is not None:
+                    self.handled_to[(tp.topic, tp.partition)] = max(
+                        done, self.handled_to.get((tp.topic, tp.partition), 0)
+                    )
+            if done is None or done < target:
+                return False
+        return True
+
+    async def wait_caught_up(
+        self, targets: Mapping[tuple[str, int], int], timeout: float, interval: float = 0.05
+    ) -> bool:
+        """Wait (at most ``timeout`` s) until ``caught_up(targets)``; the loop keeps running."""
+        deadline = time.monotonic() + timeout
+        while True:
+            # a revoked partition, a broker hiccup, a commit lookup held by a rebalance
+            with contextlib.suppress(Exception):
+                left = max(0.1, deadline - time.monotonic())
+                if await asyncio.wait_for(self.caught_up(targets), left):
+                    return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(interval)
 
     async def _ensure_days(self, rows: list[tuple[Any, ...]]) -> None:
         days = {r[2] // DAY_US for r in rows} - self._days_ready
@@ -188,8 +270,16 @@ class BookSink:
         if health:
             await self.health.add_many(health)
         # the durability barrier: offsets are committed only after this returns
-        await self.rows.flush()
-        await self.health.flush()
+        try:
+            await self.rows.flush()
+            await self.health.flush()
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            raise
+        for message in batch:
+            key = (message.topic, message.partition)
+            if message.offset >= self.handled_to.get(key, 0):
+                self.handled_to[key] = message.offset + 1
         return rejects
 
     async def run(self, stop: asyncio.Event) -> int:
