@@ -9,19 +9,12 @@ Per batch, in this order (at-least-once in, exactly-once-ish out):
 
 1. decode (garbage → ``dlq.features`` with the raw bytes and the reason), merge, compute;
 2. store the vectors and closed candles with batched idempotent COPY, wait until durable;
-3. publish ``features.v1`` and the dead letters and wait for the broker's acknowledgement;
-4. write the changed symbols' state to the changelog and wait for the broker's
-   acknowledgement (the checkpoint), then update the table;
-5. return, which acks the batch; faust commits acked offsets on its timer.
+3. queue the ``features.v1`` messages and the changed symbols' state on the changelog;
+4. return, which acks the batch; faust flushes the producer before it commits offsets.
 
-So a committed offset always lies behind a durable checkpoint, and a checkpoint always lies
-behind durable vectors: a crash anywhere replays from the last commit, the restored state
-knows the last Kafka offset it took from each topic and the last book seq, replayed events
-are skipped or recomputed to the same numbers, and the stored rows' natural keys absorb the
-repeat. A batch that fails is retried from the last checkpoint and never acked until it
-succeeds; a batch interrupted by shutdown or a rebalance is never acked (``withhold_acks``),
-nor one in which a source partition skipped an offset: the partition is rewound instead
-(``FeaturesProcessor._contiguous``), so no book is ever taken after a later one of its symbol.
+A crash anywhere replays from the last commit: the restored state knows the last Kafka offset
+it took from each topic and the last book seq, so replayed events are skipped or recomputed
+to the same numbers, and the stored rows' natural keys absorb the repeat.
 """
 
 from __future__ import annotations
@@ -77,43 +70,6 @@ CANDLE_COLUMNS = (
     "from_mid",
 )
 CANDLE_US = 60_000_000
-# retry backoff of a failed batch (seconds): first, cap
-RETRY_FIRST_S = 0.2
-RETRY_MAX_S = 5.0
-# longest wait for the broker to acknowledge a batch's changelog records before the batch is
-# retried (the producer retries by itself meanwhile; a broker outage just waits here)
-CHECKPOINT_TIMEOUT_S = 120.0
-
-
-class BatchAbandoned(Exception):
-    """The partitions moved while the batch ran: it is left to the next owner (replayed from
-    the committed offset) and must not be acknowledged."""
-
-
-class OffsetGap(BatchAbandoned):
-    """A source partition's offsets jumped past the next one this worker must take."""
-
-
-# a hole that persists this long (rewinding meanwhile) is taken as real: the offsets are gone
-# from the source topic (retention, compaction, transaction markers), not merely undelivered
-GAP_ACCEPT_AFTER_S = 30.0
-# a rewound partition not taken past its target within this long is sought again: messages
-# fetched before the seek and delivered after it move faust's read offset past the target,
-# and faust then drops the re-fetched ones
-RESEEK_AFTER_S = 2.0
-
-
-def withhold_acks(events: Sequence[Any]) -> None:
-    """Make sure faust never acknowledges these events (so never commits past them).
-
-    ``Stream.take_events`` acks the batch it yielded in a ``finally``: also when the agent's
-    body raised or was cancelled (the generator is closed later). A batch that did not
-    complete must not be committed, so its messages are marked acked beforehand, which makes
-    faust's own ack a no-op: the offsets stay uncommitted and the batch is replayed by the
-    next owner of the partition (after a restart or a rebalance, from the committed offset).
-    """
-    for event in events:
-        event.message.acked = True
 
 
 def _headers_list(headers: Any) -> list[tuple[str, bytes]]:
@@ -168,20 +124,7 @@ class FeaturesProcessor:
         self._health: HealthServer | None = None
         self._heartbeat: HeartbeatPublisher | None = None
         self._start_lock = asyncio.Lock()
-        # held for a whole batch: ``stop`` waits for the one in flight before closing
-        self._batch_lock = asyncio.Lock()
-        # bumped by every revocation/assignment: a batch that spans one is abandoned
-        self._generation = 0
-        # per source (topic, partition): the next offset to take, of the batches done so far
-        self._next_offset: dict[tuple[str, int], int] = {}
-        # (topic, partition, expected offset) -> monotonic time the hole was first seen
-        self._gaps: dict[tuple[str, int, int], float] = {}
-        # partitions rewound and not yet taken past their target: (topic, partition) -> offset
-        self._rewinds: dict[tuple[str, int], int] = {}
-        self._rewound_at = 0.0
-        self._reseeker: asyncio.Task[None] | None = None
         self.started = False
-        self.closed = False
         self.vectors_total = 0
         self._rate_mark = (time.monotonic(), 0)
         m = self.metrics = ServiceMetrics(SERVICE)
@@ -190,13 +133,6 @@ class FeaturesProcessor:
         self.m_events = m.counter("events", "input events taken", ["kind"])
         self.m_dead = m.counter("dead_lettered", "messages sent to dlq.features")
         self.m_skipped = m.counter("skipped", "replayed events skipped (offset or seq not newer)")
-        self.m_retries = m.counter("batch_retries", "failed batches retried from the checkpoint")
-        self.m_abandoned = m.counter(
-            "batches_abandoned", "batches left unacknowledged: a rebalance happened during them"
-        )
-        self.m_gaps = m.counter(
-            "offset_gaps", "batches refused: a source partition skipped an offset (rewound)"
-        )
         self.m_latency = UpdateLatency(
             "depthflow_features_update_latency_seconds",
             "feature computation time per book update",
@@ -263,8 +199,6 @@ class FeaturesProcessor:
                 self._send_status, SERVICE, self._status, s.heartbeat_interval_s, s.topic_status
             )
             await self._heartbeat.start()
-            if getattr(self.app, "consumer", None) is not None:
-                self._reseeker = asyncio.ensure_future(self._reseek_loop())
             self.metrics.up.set(1)
             self.started = True
             log.info(
@@ -273,17 +207,11 @@ class FeaturesProcessor:
             )
 
     async def stop(self) -> None:
-        """Let the batch in flight finish (durable and checkpointed), then release everything
-        ``start`` acquired; later batches are never processed nor acknowledged."""
-        self.closed = True
-        async with self._batch_lock:
-            pass
+        """Release everything ``start`` acquired (the batch path leaves nothing buffered)."""
         if not self.started:
             return
         self.started = False
         self.metrics.up.set(0)
-        if self._reseeker is not None:
-            self._reseeker.cancel()
         if self._heartbeat:
             await self._heartbeat.stop()
         if self._health:
@@ -318,11 +246,7 @@ class FeaturesProcessor:
         return ("running" if self.started else "stopped"), self.started, detail
 
     def on_partitions_changed(self) -> None:
-        """Forget cached pipelines: after a rebalance the table is the truth. A batch in
-        flight across this point is abandoned (see ``handle``)."""
-        self._generation += 1
-        self._next_offset.clear()
-        self._rewinds.clear()
+        """Forget cached pipelines: after a rebalance the table is the truth."""
         self._pipes.clear()
         self._state_bytes.clear()
 
@@ -475,145 +399,14 @@ class FeaturesProcessor:
             out.letters.append(
                 self._letter(self.settings.topic_trades, partition, -1, key, None, reason)
             )
+        self.vectors_total += len(vectors)
         out.n_vectors += len(vectors)
 
     async def handle(self, events: Sequence[Any]) -> int:
-        """Process one batch of faust events end to end; returns vectors emitted.
-
-        Returns only once the batch's vectors are durable, its messages and dead letters are
-        acknowledged by the broker and the changed symbols' state is checkpointed on the
-        changelog (acknowledged): only then may the batch be acked. A failure is retried with
-        backoff from the last checkpoint (a partial attempt is recomputed to the same rows and
-        absorbed by the natural keys), never skipped. Raises ``BatchAbandoned`` when a
-        rebalance happened during the batch; never returns once the processor is stopped
-        (waits to be cancelled): in both cases the caller must not acknowledge the events."""
-        attempt = 0
-        while not self.closed:
-            async with self._batch_lock:
-                if self.closed:
-                    break
-                try:
-                    return await self._handle_once(events)
-                except OffsetGap as gap:
-                    self._forget()
-                    self.m_gaps.inc()
-                    await self._rewind(events, gap)
-                    raise
-                except BatchAbandoned:
-                    self._forget()
-                    self.m_abandoned.inc()
-                    log.warning("rebalance during a batch; left to the partitions' owner")
-                    raise
-                except Exception as exc:
-                    # the attempt may have advanced cached pipelines past what is stored:
-                    # back to the last checkpoint (the table), then the same events again
-                    self._forget()
-                    attempt += 1
-                    self.m_retries.inc()
-                    delay = min(RETRY_FIRST_S * 2 ** (attempt - 1), RETRY_MAX_S)
-                    log.error(
-                        "batch failed; retrying from the last checkpoint",
-                        exc_info=exc,
-                        extra={"attempt": attempt, "events": len(events), "retry_in_s": delay},
-                    )
-                except BaseException:
-                    self._forget()
-                    raise
-            await asyncio.sleep(delay)  # outside the lock: ``stop`` need not wait for it
-        # stopped: the batch is left to the next run; wait to be cancelled by the shutdown
-        await asyncio.get_running_loop().create_future()
-        raise AssertionError("unreachable")
-
-    def _forget(self) -> None:
-        self._pipes.clear()
-        self._state_bytes.clear()
-
-    def _contiguous(self, events: Sequence[Any]) -> dict[tuple[str, int], int]:
-        """Check that every source partition continues exactly where this worker stopped
-        taking it (or, after an assignment, at the committed offset faust seeked to); returns
-        the next offsets after the batch, or raises ``OffsetGap``.
-
-        faust can hand over a partition's messages with a hole around a rebalance (messages
-        of the old generation are dropped, a prefetched later one arrives first: faust-
-        streaming #216/#221) and then commits straight over a one-offset hole at the head of
-        its acked offsets (#606). A later book of a symbol taken before the missing one makes
-        the missing one look replayed (offset/seq not newer) when it finally comes: it would
-        be skipped and never get a vector. So nothing after a hole is processed."""
-        consumer = getattr(self.app, "consumer", None)
-        committed: Any = getattr(consumer, "_committed_offset", None) or {}
-        nxt = dict(self._next_offset)
-        for event in events:
-            msg = event.message
-            tp = (msg.topic, msg.partition)
-            expected = nxt.get(tp)
-            if expected is None:
-                expected = committed.get(tp)
-            offset = msg.offset
-            if expected is not None and offset > expected:
-                first = self._gaps.setdefault((tp[0], tp[1], expected), time.monotonic())
-                if time.monotonic() - first < GAP_ACCEPT_AFTER_S:
-                    raise OffsetGap(f"{tp[0]}[{tp[1]}] expected offset {expected}, got {offset}")
-                log.error(
-                    "source offsets missing; continuing after them",
-                    extra={"topic": tp[0], "partition": tp[1], "expected": expected, "got": offset},
-                )
-                expected = offset
-            if expected is None or offset >= expected:
-                nxt[tp] = offset + 1
-        return nxt
-
-    async def _rewind(self, events: Sequence[Any], gap: OffsetGap) -> None:
-        """Seek every partition of the refused batch back to the next offset to take: faust
-        delivers them again (what was already taken is skipped as a replay)."""
-        consumer = getattr(self.app, "consumer", None)
-        if consumer is None:
-            return
-        committed: Any = getattr(consumer, "_committed_offset", None) or {}
-        targets: dict[tuple[str, int], int] = {}
-        for event in events:
-            msg = event.message
-            tp = (msg.topic, msg.partition)
-            if tp not in targets:
-                target = self._next_offset.get(tp)
-                if target is None:
-                    target = committed.get(tp)
-                targets[tp] = msg.offset if target is None else min(target, msg.offset)
-        self._rewinds.update(targets)
-        await self._seek(targets)
-        log.warning(
-            "source offsets skipped; batch refused and partitions rewound",
-            extra={"gap": str(gap), "rewound": {f"{t}[{p}]": o for (t, p), o in targets.items()}},
-        )
-
-    async def _seek(self, targets: dict[tuple[str, int], int]) -> None:
-        from faust.types import TP
-
-        self._rewound_at = time.monotonic()
-        try:
-            # seek_wait: in the consumer's own thread (aiokafka runs there; a seek from this
-            # thread corrupts its fetcher); returns once the new positions are set
-            await self.app.consumer.seek_wait(
-                {TP(t, p): offset for (t, p), offset in targets.items()}
-            )
-        except Exception as exc:  # e.g. the partition was revoked meanwhile
-            log.warning("rewinding a source partition failed", extra={"error": repr(exc)})
-
-    async def _reseek_loop(self) -> None:
-        """Seek again the partitions a rewind has not brought back (see RESEEK_AFTER_S)."""
-        while True:
-            await asyncio.sleep(RESEEK_AFTER_S / 2)
-            if self._rewinds and time.monotonic() - self._rewound_at >= RESEEK_AFTER_S:
-                async with self._batch_lock:
-                    if self._rewinds and not self.closed:
-                        log.info("rewinding again", extra={"partitions": len(self._rewinds)})
-                        await self._seek(dict(self._rewinds))
-
-    async def _handle_once(self, events: Sequence[Any]) -> int:
+        """Process one batch of faust events end to end; returns vectors emitted."""
         if not self.started:
             await self.start()
         t0 = time.perf_counter()
-        generation = self._generation
-        next_offsets = self._contiguous(events)
         s = self.settings
         topic_book = s.topic_book
         out = Outputs()
@@ -668,49 +461,17 @@ class FeaturesProcessor:
             assert self._candles is not None
             await self._candles.add_many(out.candle_rows)
             await self._candles.flush()
-        # ... then published (broker-acknowledged) ...
+        # ... then published and checkpointed (faust flushes its producer before committing)
         await self._publish(out.messages)
-        if out.letters:
-            send = self.app.producer.send
-            sent = [await send(s.topic_dlq, k, v, None, None, None) for k, v in out.letters]
-            await asyncio.gather(*sent)
-        # ... then checkpointed: the state goes to the changelog and the broker acknowledges
-        # it before the batch may be acked. faust's own path (``send_changelog``) only
-        # buffers the record, and faust's flush before a commit gives up after 0.1 s without
-        # a send completing, so offsets could be committed past a checkpoint that a crash
-        # then loses; the restarted worker would skip the events in between, including books
-        # that were waiting in the merge buffer: their vectors would never be stored.
-        if generation != self._generation:
-            raise BatchAbandoned
-        table = self.table
-        states: list[tuple[bytes, bytes]] = []
-        pending: list[Any] = []
+        send = self.app.producer.send
+        for key, value in out.letters:
+            await send(s.topic_dlq, key, value, None, None, None)
         for key, (pipe, partition) in touched.items():
             # zlib: pending books (while one topic runs ahead) make the JSON large
             state = zlib.compress(dumps(pipe.to_state()), 1)
-            states.append((key, state))
-            # faust's FutureMessage: resolved once the broker has acknowledged the record
-            fut = table.send_changelog(partition, key, state)
-            if fut is not None:
-                pending.append(fut)
-        if pending:
-            done, not_done = await asyncio.wait(pending, timeout=CHECKPOINT_TIMEOUT_S)
-            if not_done:
-                raise TimeoutError(f"{len(not_done)} changelog record(s) not acknowledged")
-            for fut in done:
-                fut.result()  # a failed send raises here
-        if generation != self._generation:
-            raise BatchAbandoned
-        for key, state in states:
-            table.data[key] = state
+            self.table.data[key] = state
+            self.table.send_changelog(partition, key, state)
             self._state_bytes[key] = len(state)
-        self._next_offset = next_offsets
-        if self._rewinds:
-            self._rewinds = {
-                tp: t for tp, t in self._rewinds.items() if next_offsets.get(tp, t) <= t
-            }
-        if self._gaps:
-            self._gaps = {g: t for g, t in self._gaps.items() if g[2] >= next_offsets.get(g[:2], 0)}
         self._observe(out, n_book, n_trade, skipped, time.perf_counter() - t0)
         return len(out.messages)
 
@@ -721,12 +482,8 @@ class FeaturesProcessor:
         pub = self._publisher
         if pub is None:
             send = self.app.producer.send
-            sent = [
+            for key, value, headers in messages:
                 await send(topic, key, value, None, None, headers)
-                for key, value, headers in messages
-            ]
-            if sent:
-                await asyncio.gather(*sent)
             return
         if not messages:
             return
@@ -739,7 +496,6 @@ class FeaturesProcessor:
         self, out: Outputs, n_book: int, n_trade: int, skipped: int, batch_s: float
     ) -> None:
         """Metrics, once per batch (per-update latencies go in as one bulk observation)."""
-        self.vectors_total += out.n_vectors
         self.m_latency.observe_ns(out.compute_ns)
         self.m_vectors.inc(out.n_vectors)
         self.m_events_book.inc(n_book)
@@ -815,14 +571,7 @@ def build_app(
 
     async def features(stream: Any) -> None:
         async for events in stream.take_events(settings.batch_max, settings.batch_within_s):
-            try:
-                await processor.handle(events)
-            except BatchAbandoned:
-                withhold_acks(events)
-            except BaseException:
-                # cancelled (shutdown) mid-batch: not done, so never committed
-                withhold_acks(events)
-                raise
+            await processor.handle(events)
 
     app.agent(source, name="features")(features)
 
