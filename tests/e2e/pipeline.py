@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -35,9 +34,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from depthflow.common import runner
-from depthflow.common.testing import eventually
 from depthflow.common.testing.infra import INFRA_SCRIPT, ROOT, kafka_ready, pg_ready
-from depthflow.common.testing.processes import free_port, http_ok
+from depthflow.common.testing.processes import ServiceProcess, free_port
 
 BIN = Path(sys.executable).parent
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -122,81 +120,26 @@ class PrivateInfra:
 # --------------------------------------------------------------------------- processes
 
 
-class ShellService:
+class ShellService(ServiceProcess):
     """One Procfile command, run by ``/bin/sh -c`` in its own process group."""
 
     def __init__(
         self, name: str, command: str, env: dict[str, str], cwd: Path, health_url: str | None
     ) -> None:
-        self.name = name
-        self.command = command
-        self.env = env
-        self.cwd = cwd
-        self.health_url = health_url
-        self.log_path = cwd / f"{name}.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        super().__init__(name, [], env, cwd, health_url, cwd=cwd)
+        self.shell_command = command
 
-    def start(self) -> ShellService:
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start {self.starts + 1} =====\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                ["/bin/sh", "-c", self.command],
-                env=self.env,
-                cwd=self.cwd,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.starts += 1
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def assert_alive(self) -> None:
-        assert self.alive, (
-            f"{self.name} exited ({self.proc and self.proc.returncode}):\n{self.log_tail()}"
-        )
+    def command(self) -> list[str]:
+        return ["/bin/sh", "-c", self.shell_command]
 
     def wait_healthy(self, timeout: float = 120.0) -> None:
-        def healthy() -> bool:
-            self.assert_alive()
-            return self.health_url is None or http_ok(self.health_url)
-
-        eventually(healthy, timeout=timeout, interval=0.2, what=f"{self.name} answers /healthz")
-
-    def kill9(self) -> None:
-        """SIGKILL the whole process group: no drain, no flush — a crash."""
-        if self.proc is not None and self.alive:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(15)
+        super().wait_healthy(timeout)
 
     def stop(self, timeout: float = 45.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.alive:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(15)
-        return self.proc.returncode
+        return super().stop(timeout)
 
     def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except FileNotFoundError:
-            return "(no log)"
-
-    def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        return super().log_tail(chars)
 
 
 def pipeline_env(infra: PrivateInfra, extra: dict[str, str] | None = None) -> dict[str, str]:

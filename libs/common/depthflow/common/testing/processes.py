@@ -39,31 +39,44 @@ class ServiceProcess:
         env: dict[str, str],
         log_dir: Path,
         health_url: str | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.args = list(args)
+        self.cwd = cwd
         self.env = {**os.environ, **env}
         self.log_path = log_dir / f"{name}.log"
         self.health_url = health_url
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
+    def command(self) -> list[str]:
+        """The argv to run (``depthflow <args>``; subclasses run other commands)."""
+        return [str(Path(sys.executable).with_name("depthflow")), *self.args]
+
     def start(self) -> ServiceProcess:
-        exe = Path(sys.executable).with_name("depthflow")
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
-            [str(exe), *self.args],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:
+            log.write(f"\n===== start {self.starts + 1} =====\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(  # noqa: S603 - our own CLI
+                self.command(),
+                env=self.env,
+                cwd=self.cwd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.starts += 1
         return self
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def assert_alive(self) -> None:
+        assert self.alive, (
+            f"{self.name} exited ({self.proc and self.proc.returncode}):\n{self.log_tail()}"
+        )
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         """Wait until ``health_url`` answers 2xx; fails with the log tail if the process dies."""
@@ -98,7 +111,10 @@ class ServiceProcess:
         return self.proc.returncode
 
     def log_tail(self, chars: int = 3000) -> str:
+        return self.log_text()[-chars:] or "(no log)"
+
+    def log_text(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")[-chars:]
+            return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
-            return "(no log)"
+            return ""
