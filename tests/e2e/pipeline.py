@@ -19,9 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,12 +28,13 @@ from typing import Any
 
 import orjson
 import psycopg
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from depthflow.common import runner
 from depthflow.common.testing.infra import INFRA_SCRIPT, ROOT, kafka_ready, pg_ready
 from depthflow.common.testing.processes import ServiceProcess, free_port
+from depthflow.common.testing.topics import end_offsets, read_topic, reader
 
 BIN = Path(sys.executable).parent
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "SOLUSDT")
@@ -263,73 +262,8 @@ def metric_sum(samples: dict[str, float], name: str, **labels: str) -> float:
 # --------------------------------------------------------------------------- Kafka helpers
 
 
-def _consumer(bootstrap: str) -> Consumer:
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"e2e-reader-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-    )
-
-
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """Each partition's end offset; transient broker errors (a topic created a moment ago,
-    a restarted broker electing leaders) are retried for up to a minute."""
-    deadline = time.monotonic() + 60
-    while True:
-        c = _consumer(bootstrap)
-        try:
-            meta = c.list_topics(topic, timeout=15)
-            t = meta.topics.get(topic)
-            assert t is not None and t.error is None, f"topic {topic} missing: {t and t.error}"
-            return {
-                p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=15)[1]
-                for p in t.partitions
-            }
-        except (KafkaException, AssertionError):
-            if time.monotonic() >= deadline:
-                raise
-        finally:
-            c.close()
-        time.sleep(0.5)
-
-
 def topic_size(bootstrap: str, topic: str) -> int:
     return sum(end_offsets(bootstrap, topic).values())
-
-
-def read_topic(bootstrap: str, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    """Every message of ``topic`` from the beginning up to its current end: (key, value)."""
-    ends = end_offsets(bootstrap, topic)
-    c = _consumer(bootstrap)
-    out: list[tuple[bytes | None, bytes | None]] = []
-    try:
-        c.assign([TopicPartition(topic, p, 0) for p in ends])
-        pos = dict.fromkeys(ends, 0)
-        deadline = time.monotonic() + 120
-        while any(pos[p] < ends[p] for p in ends):
-            assert time.monotonic() < deadline, f"reading {topic} back took > 120 s"
-            for msg in c.consume(10_000, timeout=1.0):
-                if msg.error():
-                    continue
-                p = msg.partition()
-                if msg.offset() < ends[p]:
-                    out.append((msg.key(), msg.value()))
-                pos[p] = max(pos[p], msg.offset() + 1)
-            # transactional markers/compaction leave offsets without messages
-            for p in ends:
-                if pos[p] < ends[p]:
-                    low, _high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                    pos[p] = max(pos[p], low)
-                    position = c.position([TopicPartition(topic, p)])[0].offset
-                    if position >= 0:
-                        pos[p] = max(pos[p], position)
-    finally:
-        c.close()
-    return out
 
 
 def committed_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str, tuple[int, int]]:
@@ -356,7 +290,7 @@ def committed_lag(bootstrap: str, group: str, topics: Iterable[str]) -> dict[str
 
 def message_at(bootstrap: str, topic: str, partition: int, offset: int) -> str:
     """A short description of one message (for failure reports)."""
-    c = _consumer(bootstrap)
+    c = reader(bootstrap)
     try:
         c.assign([TopicPartition(topic, partition, offset)])
         for msg in c.consume(1, timeout=10):

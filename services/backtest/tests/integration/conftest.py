@@ -31,6 +31,7 @@ from depthflow.common.kafka import create_topics, delete_topics
 from depthflow.common.settings import KafkaSettings
 from depthflow.common.testing import eventually
 from depthflow.common.testing.processes import ServiceProcess, free_port
+from depthflow.common.testing.topics import end_offsets, read_topic
 
 DEPTHFLOW = Path(sys.executable).parent / "depthflow"
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
@@ -56,45 +57,7 @@ class Recording:
 
 def read_all(kafka: KafkaSettings, topic: str) -> list[bytes]:
     """Every value of ``topic`` up to its current end."""
-    consumer = Consumer(
-        {
-            **kafka.confluent_config(),
-            "group.id": f"t-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        parts = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in parts
-        }
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts if ends[p] > 0])
-        out: list[bytes] = []
-        seen = {p: 0 for p in parts}
-        while any(seen[p] < ends[p] for p in parts):
-            batch = consumer.consume(10_000, timeout=5)
-            if not batch:
-                break
-            for msg in batch:
-                if msg.error() is None:
-                    out.append(msg.value())
-                    seen[msg.partition()] = msg.offset() + 1
-        return out
-    finally:
-        consumer.close()
-
-
-def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
-    consumer = Consumer({**kafka.confluent_config(), "group.id": f"t-{uuid.uuid4().hex[:8]}"})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in parts
-        }
-    finally:
-        consumer.close()
+    return [v for _k, v in read_topic(kafka, topic) if v is not None]
 
 
 def caught_up(kafka: KafkaSettings, group: str, topics: list[str]) -> bool:

@@ -6,16 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
-from depthflow.common.settings import KafkaSettings
 from depthflow.common.testing import eventually
 from depthflow.common.testing.processes import free_port
+from depthflow.common.testing.topics import read_topic  # noqa: F401 - for the tests
 
 DEPTHFLOW = Path(sys.executable).parent / "depthflow"
 
@@ -58,37 +56,3 @@ def sim_factory() -> Iterator[Callable[..., str]]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-def read_topic(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> list[tuple[bytes, bytes]]:
-    """Every message of a topic, from the beginning, in partition order: (key, value)."""
-    consumer = Consumer(
-        {
-            **kafka.confluent_config(),
-            "group.id": f"t-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        parts = list(meta.topics[topic].partitions)
-        ends = {}
-        for p in parts:
-            _lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            ends[p] = hi
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        out: list[tuple[bytes, bytes]] = []
-        seen = {p: 0 for p in parts}
-        while any(seen[p] < ends[p] for p in parts):
-            batch = consumer.consume(10_000, timeout=idle_s)
-            if not batch:
-                break
-            for msg in batch:
-                if msg.error():
-                    continue
-                out.append((msg.key(), msg.value()))
-                seen[msg.partition()] = msg.offset() + 1
-        return out
-    finally:
-        consumer.close()

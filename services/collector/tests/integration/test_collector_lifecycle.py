@@ -34,7 +34,7 @@ from .test_collector_sim import SYMBOLS, collector_settings
 
 
 def heartbeats(kafka: KafkaSettings, topic: str) -> list[Heartbeat]:
-    return [STATUS.decode(value) for _key, value in read_topic(kafka, topic, idle_s=1.0)]
+    return [STATUS.decode(value) for _key, value in read_topic(kafka, topic)]
 
 
 async def test_both_collectors_heartbeat_and_the_api_view_shows_them_running(

@@ -13,12 +13,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from psycopg import sql
 
 from depthflow.common.kafka import Producer
 from depthflow.common.schemas import CONTROL, FEATURES, SIGNALS, Control, Signal, symbol_key
 from depthflow.common.settings import KafkaSettings, PostgresSettings
+from depthflow.common.testing.topics import read_topic
 from depthflow.strategy.app import StrategyService
 from depthflow.strategy.config import StrategySettings
 
@@ -96,40 +96,6 @@ class Env:
 
     def published_signals(self) -> list[Signal]:
         return [SIGNALS.decode(v) for _k, v in read_topic(self.kafka, self.topics["signals"])]
-
-
-def read_topic(kafka: KafkaSettings, topic: str, idle_s: float = 2.0) -> list[tuple[bytes, bytes]]:
-    """Every message of a topic from the beginning up to its current end: (key, value)."""
-    consumer = Consumer(
-        {
-            **kafka.confluent_config(),
-            "group.id": f"t-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        parts = list(meta.topics[topic].partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in parts
-        }
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        out: list[tuple[bytes, bytes]] = []
-        seen = {p: 0 for p in parts}
-        while any(seen[p] < ends[p] for p in parts):
-            batch = consumer.consume(10_000, timeout=idle_s)
-            if not batch:
-                break
-            for msg in batch:
-                if msg.error():
-                    continue
-                out.append((msg.key(), msg.value()))
-                seen[msg.partition()] = msg.offset() + 1
-        return out
-    finally:
-        consumer.close()
 
 
 @pytest.fixture
