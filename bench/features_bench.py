@@ -5,24 +5,22 @@ p50/p99, and batch vectors/s, over the same generated series.
 bare loop that only walks the books' levels (summing quantities) - the least any per-update
 Python code must spend.
 
-``service`` (real Kafka + PostgreSQL): the same md.book/md.trades input, in the same run,
-through three consumers that all drive the very same ``FeaturesProcessor.handle`` (decode,
-merge, compute, COPY until durable, publish features.v1, checkpoint the state):
+``service`` (real Kafka + PostgreSQL): the same md.book/md.trades input through
 
-- ``plain_aiokafka``: a bare aiokafka ``getmany(500)`` loop in its own process (changelog on
-  a plain topic, commit after the batch) - the ceiling the faust paths are compared with;
-- ``faust_take``: the ``depthflow features`` faust worker, ``stream.take_events(500)``;
-- ``faust_per_message``: the same worker with ``take_events(1)``: each message is one batch,
-  so one durable COPY and one producer flush per message (what per-message processing costs
-  while offsets are committed only after the durable write).
+- ``worker``: the real ``depthflow features`` worker (decode, merge, compute, COPY, publish
+  features.v1, checkpoint the state on the changelog and commit every second);
+- ``consume_only``: consumers that only read the same input and commit, the ceiling of the
+  consumer layer: a bare aiokafka ``getmany`` loop (what the worker is built on) and a faust
+  agent with ``take_events(500)`` (what it was built on until faust's per-event cost and
+  commit behaviour ruled it out: docs/features.md).
 
-Per variant: ``vectors_per_s`` = vectors / (last - first features.v1 CreateTime), so start-up
-and recovery are excluded; ``cpu_us_per_vector`` = the consumer process's CPU time (every
-thread: Python, librdkafka, asyncpg) between its first and last output, divided by the
-vectors - the "per core" figure on a machine whose other core runs Kafka and PostgreSQL;
+``vectors_per_s`` = vectors / (last - first features.v1 CreateTime), so start-up and
+recovery are excluded; ``cpu_us_per_vector`` = the worker process's CPU time (every thread:
+Python, librdkafka, asyncpg) between its first and last output, divided by the vectors - the
+"per core" figure on a machine whose other core runs Kafka and PostgreSQL;
 ``update_us_p50/p99`` = the engine's per-update time inside the service;
-``batch_us_per_vector_p50/p99`` = a batch's wall time (decode to durable and published) / its
-vectors. The plain and take variants run ``repeats`` times (median and min-max reported).
+``batch_us_per_vector_p50/p99`` = a batch's wall time (decode to queued output) / its vectors.
+Each variant runs ``repeats`` times (median and min-max reported).
 """
 
 from __future__ import annotations
@@ -100,125 +98,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BATCH = 500
 
 
-class _Msg:
-    __slots__ = ("headers", "key", "offset", "partition", "topic", "value")
-
-    def __init__(self, r: Any) -> None:
-        self.topic, self.partition, self.offset = r.topic, r.partition, r.offset
-        self.key, self.value, self.headers = r.key, r.value, r.headers
-
-
-class _Event:
-    __slots__ = ("message",)
-
-    def __init__(self, r: Any) -> None:
-        self.message = _Msg(r)
-
-
-class _PlainProducer:
-    """faust's producer interface over a bare AIOKafkaProducer."""
-
-    def __init__(self, producer: Any, changelog: str) -> None:
-        self.p = producer
-        self.changelog = changelog
-
-    async def send(
-        self, topic: str, key: Any, value: Any, partition: Any, ts: Any, headers: Any
-    ) -> Any:
-        return await self.p.send(topic, value, key=key, partition=partition, headers=headers)
-
-    async def send_and_wait(
-        self, topic: str, key: Any, value: Any, partition: Any, ts: Any, headers: Any
-    ) -> Any:
-        return await self.p.send_and_wait(topic, value, key=key, headers=headers)
-
-
-class _PlainTable:
-    """The faust table interface the processor uses: a dict plus changelog sends."""
-
-    def __init__(self, producer: _PlainProducer) -> None:
-        self.data: dict[bytes, bytes] = {}
-        self.producer = producer
-        self.pending: list[Any] = []
-
-    def send_changelog(self, partition: int, key: bytes, value: bytes) -> None:
-        self.pending.append(
-            asyncio.ensure_future(
-                self.producer.p.send(self.producer.changelog, value, key=key, partition=partition)
-            )
-        )
-
-
-async def _plain_loop() -> dict[str, Any]:
-    """The plain consumer: run in its own process (``--plain-loop``), settings from the
-    environment like the worker's; returns its in-process figures."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    from depthflow.common.kafka import create_topics
-    from depthflow.common.settings import HttpSettings, KafkaSettings, PostgresSettings
-    from depthflow.features.app import FeaturesProcessor, prepare, tune_gc
-    from depthflow.features.config import FeaturesSettings
-
-    settings = FeaturesSettings()
-    kafka = KafkaSettings()
-    pg = PostgresSettings()
-    expected = int(os.environ["BENCH_EXPECTED_VECTORS"])
-    prepare(settings, kafka, pg)
-    producer = AIOKafkaProducer(
-        **kafka.aiokafka_config(),
-        acks="all",
-        linger_ms=int(settings.producer_linger_ms),
-        max_batch_size=settings.producer_batch_bytes,
-        max_request_size=max(1_000_000, settings.producer_batch_bytes),
-        enable_idempotence=True,
-    )
-    await producer.start()
-    plain = _PlainProducer(producer, f"{settings.app_id}-plain-changelog")
-    create_topics(kafka, [plain.changelog], partitions=settings.partitions)
-    app = type("PlainApp", (), {"producer": plain})()
-    table = _PlainTable(plain)
-    proc = FeaturesProcessor(app, table, settings, kafka, pg, HttpSettings(port=0))
-    await proc.start()
-    if settings.gc_freeze:
-        tune_gc(settings.gc_gen0_threshold)
-    consumer = AIOKafkaConsumer(
-        settings.topic_book,
-        settings.topic_trades,
-        **kafka.aiokafka_config(),
-        group_id=f"{settings.app_id}-plain",
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        while proc.vectors_total < expected:
-            batch = await consumer.getmany(timeout_ms=200, max_records=settings.batch_max)
-            if not batch:
-                continue
-            await proc.handle([_Event(r) for records in batch.values() for r in records])
-            await producer.flush()
-            await asyncio.gather(*table.pending)
-            table.pending.clear()
-            await consumer.commit()
-    finally:
-        await consumer.stop()
-        await proc.stop()
-        await producer.stop()
-    p50, p99 = proc.m_latency.percentiles_us(50, 99)
-    c50, c99 = proc.m_cost.percentiles_us(50, 99)
-    return {
-        "update_us_p50": p50,
-        "update_us_p99": p99,
-        "batch_us_per_vector_p50": c50,
-        "batch_us_per_vector_p99": c99,
-    }
-
-
 def _bare_consumer(kind: str) -> dict[str, Any]:
     """Consume the input topics and do nothing else (``--faust-bare``: a faust agent with
     ``take_events(500)``; ``--plain-bare``: an aiokafka ``getmany(500)`` loop committing each
     batch): the per-message cost of each consumer alone. CPU from the first to the last
-    event, in-process (every thread)."""
+    event, in-process (every thread). faust is imported here only: the comparison is what
+    justifies the worker not being a faust agent, so every bench run measures it again."""
     topics = os.environ["BENCH_TOPICS"].split(",")
     expected = int(os.environ["BENCH_EXPECTED_EVENTS"])
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
@@ -461,7 +346,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[str, Any]:
-    """plain aiokafka loop vs faust take_events(500) vs faust per message, same input."""
+    """The features worker and the two consume-only ceilings, over the same input."""
     import psycopg
     from confluent_kafka.admin import AdminClient
     from psycopg import sql
@@ -483,7 +368,7 @@ def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[s
     schemas: list[str] = []
     log_dir = Path(tempfile.mkdtemp(prefix=f"features-bench-{run_id}-"))
 
-    def env_for(name: str, batch_max: int) -> dict[str, str]:
+    def env_for(name: str) -> dict[str, str]:
         schema = f"bench_features_{run_id}_{name}"
         schemas.append(schema)
         feats = f"bench.features.{run_id}.{name}"
@@ -500,15 +385,14 @@ def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[s
             "FEATURES_TOPIC_STATUS": f"bench.status.{run_id}.{name}",
             "FEATURES_DB_SCHEMA": schema,
             "FEATURES_MERGE_HOLD_MS": "200",
-            "FEATURES_BATCH_MAX": str(batch_max),
             "FEATURES_SESSION_TIMEOUT_S": "6",
             "FEATURES_HEARTBEAT_INTERVAL_S": "0.5",
             "LOG_JSON": "false",
         }
 
-    def faust_run(name: str, batch_max: int, expected: int) -> dict[str, Any]:
-        print(f"   features: faust worker {name}", file=sys.stderr, flush=True)
-        env = env_for(name, batch_max)
+    def worker_run(name: str, expected: int) -> dict[str, Any]:
+        print(f"   features: worker {name}", file=sys.stderr, flush=True)
+        env = env_for(name)
         create_topics(kafka, [env["FEATURES_TOPIC_FEATURES"]], partitions=1)
         port = free_port()
         proc = ServiceProcess(
@@ -557,65 +441,24 @@ def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[s
             raise RuntimeError(f"{kind} bare consumer failed: {done.stderr.decode()[-2000:]}")
         return dict(json.loads(lines[-1]))
 
-    def plain_run(name: str) -> dict[str, Any]:
-        print(f"   features: plain loop {name}", file=sys.stderr, flush=True)
-        env = {**os.environ, **env_for(name, BATCH), "BENCH_EXPECTED_VECTORS": str(n_books)}
-        create_topics(kafka, [env["FEATURES_TOPIC_FEATURES"]], partitions=1)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        log = (log_dir / f"{name}.log").open("ab")
-        child = subprocess.Popen(
-            [sys.executable, "-m", "bench.features_bench", "--plain-loop"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=log,
-        )
-        try:
-            res = _watch_output(
-                kafka,
-                env["FEATURES_TOPIC_FEATURES"],
-                n_books,
-                300,
-                child.pid,
-                lambda: child.poll() is None,
-            )
-            stdout, _ = child.communicate(timeout=60)
-        finally:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-            log.close()
-        if child.returncode != 0:
-            raise RuntimeError(f"plain loop failed ({child.returncode}), see {log.name}")
-        res.update(json.loads(stdout.decode().strip().splitlines()[-1]))
-        return res
-
     try:
-        plain_runs: list[dict[str, Any]] = []
-        take_runs: list[dict[str, Any]] = []
-        for i in range(repeats):  # interleaved, so both see the same machine load
-            plain_runs.append(plain_run(f"plain{i}"))
-            take_runs.append(faust_run(f"take{i}", BATCH, n_books))
+        worker_runs = [worker_run(f"worker{i}", n_books) for i in range(repeats)]
         bare_plain = [bare_run("plain") for _ in range(repeats)]
         bare_faust = [bare_run("faust") for _ in range(repeats)]
+        events = n_books + n_trades + 1
         out["consume_only"] = {
-            "events": n_books + n_trades + 1,
+            "events": events,
             "plain_aiokafka": _summary(bare_plain),
             "faust_take": _summary(bare_faust),
         }
-        out["plain_aiokafka"] = _summary(plain_runs)
-        out["faust_take"] = _summary(take_runs)
-        out["faust_per_message"] = faust_run("permsg", 1, min(n_books, 1500))
-        plain = out["plain_aiokafka"]["vectors_per_s"]
-        out["faust_take_vs_plain"] = round(out["faust_take"]["vectors_per_s"] / plain, 3)
-        out["faust_per_message_vs_plain"] = round(
-            out["faust_per_message"]["vectors_per_s"] / plain, 3
-        )
-        if "cpu_us_per_vector" in out["faust_take"]:
-            out["faust_take_vectors_per_cpu_s"] = round(
-                1e6 / out["faust_take"]["cpu_us_per_vector"]
-            )
-            out["plain_vectors_per_cpu_s"] = round(1e6 / out["plain_aiokafka"]["cpu_us_per_vector"])
+        out["worker"] = w = _summary(worker_runs)
+        if "cpu_us_per_vector" in w:
+            w["vectors_per_cpu_s"] = round(1e6 / w["cpu_us_per_vector"])
+            # the consumer layer's own share of the worker's CPU per vector
+            plain_cpu = out["consume_only"]["plain_aiokafka"]["cpu_us_per_event"] * events
+            faust_cpu = out["consume_only"]["faust_take"]["cpu_us_per_event"] * events
+            out["consume_only"]["plain_cpu_us_per_vector"] = round(plain_cpu / n_books, 1)
+            out["consume_only"]["faust_cpu_us_per_vector"] = round(faust_cpu / n_books, 1)
         out["target_vectors_per_s"] = 10_000
     finally:
         names = AdminClient(kafka.confluent_config()).list_topics(timeout=10).topics
@@ -635,9 +478,7 @@ def run() -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--plain-loop"]:
-        print(json.dumps(asyncio.run(_plain_loop())), flush=True)
-    elif sys.argv[1:] in (["--plain-bare"], ["--faust-bare"]):
+    if sys.argv[1:] in (["--plain-bare"], ["--faust-bare"]):
         print(json.dumps(_bare_consumer(sys.argv[1][2:7])), flush=True)
     else:
         print(json.dumps(run(), indent=2))

@@ -57,6 +57,7 @@ FAST_FAILOVER = {
     "COLLECTOR_DB_SESSION_TIMEOUT_MS": "6000",
 }
 FLOW_TIMEOUT_S = 150.0
+FEATURES_IN = ("md.book", "md.trades")  # what the features group (depthflow-features) reads
 POISON = b"\xff\xfe this is not JSON {"
 
 
@@ -328,17 +329,15 @@ def test_drained_pipeline_lost_and_duplicated_nothing(pipe: Pipeline) -> None:
         return True
 
     caught_up("collector-db", ledger_groups["collector-db"])  # the burst sink drained it
-    # the features worker (faust) is done when its stored vectors stop growing
-    last = {"n": -1, "since": time.monotonic()}
-
-    def features_quiet() -> bool:
-        pipe["features"].assert_alive()
-        n = db_count(infra.dsn, "features.vectors")
-        if n != last["n"]:
-            last.update(n=n, since=time.monotonic())
-        return time.monotonic() - last["since"] >= 15
-
-    eventually(features_quiet, timeout=180, interval=1.0, what="features stored everything")
+    # the features worker commits only after its checkpoint (rows durable, features.v1 and
+    # the state acknowledged): committed to the end means everything taken is stored, books
+    # still held in its merge buffer being pending (the audit allows for them)
+    eventually(
+        lambda: pipe["features"].assert_alive() or caught_up("depthflow-features", FEATURES_IN),
+        timeout=180,
+        interval=1.0,
+        what="the features worker committed everything",
+    )
     for group in ("strategy", "executor"):
         eventually(
             lambda group=group: caught_up(group, ledger_groups[group]),
@@ -366,7 +365,7 @@ def test_drained_pipeline_lost_and_duplicated_nothing(pipe: Pipeline) -> None:
     assert all(restarts[n] == 2 for n in restarts if n != "sim"), restarts
     # Finally the features worker's offsets: everything it stored must also be committed,
     # or a restart would replay (harmlessly, but without end) from the stuck offset.
-    lag = committed_lag(infra.bootstrap, "depthflow-features", ("md.book", "md.trades"))
+    lag = committed_lag(infra.bootstrap, "depthflow-features", FEATURES_IN)
     stuck = [
         message_at(infra.bootstrap, k.split(":")[0], int(k.split(":")[1]), v[0])
         for k, v in lag.items()

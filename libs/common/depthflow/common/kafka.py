@@ -6,7 +6,9 @@
 - ``ConsumerLoop``: an aiokafka consumer that decodes each batch, hands the good messages to
   a handler that makes them durable, sends the bad ones to ``dlq.<service>``, and only then
   commits the offsets. A crash before the commit replays the batch; handlers write
-  idempotently, so nothing is lost and nothing is duplicated.
+  idempotently, so nothing is lost and nothing is duplicated. Optionally the commit happens
+  every ``commit_interval_s`` after a ``before_commit`` checkpoint (Kafka Streams'
+  ``commit.interval.ms``), and a rebalance waits for the batch in flight and commits first.
 - ``create_topics``: topic creation with the configured partitions and retention.
 """
 
@@ -20,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 from confluent_kafka import KafkaError as CKafkaError
 from confluent_kafka import KafkaException
@@ -44,13 +46,16 @@ def create_topics(
     topics: Iterable[Topic[Any] | str],
     partitions: int | None = None,
     timeout: float = 30.0,
+    config: dict[str, str] | None = None,
 ) -> None:
-    """Create topics that do not exist yet; existing ones are left as they are."""
+    """Create topics that do not exist yet; existing ones are left as they are. ``config``
+    adds topic-level settings to every one of them."""
     admin = AdminClient(settings.confluent_config())
     new = []
     for topic in topics:
         name = topic if isinstance(topic, str) else topic.name
         conf = {} if isinstance(topic, str) else topic.config()
+        conf.update(config or {})
         new.append(
             NewTopic(
                 name,
@@ -124,8 +129,10 @@ class Producer:
         key: bytes | None = None,
         headers: Headers | None = None,
         timestamp_ms: int = 0,
+        partition: int = -1,
     ) -> None:
-        """Queue one message; blocks (serving delivery reports) while the queue is full."""
+        """Queue one message (to ``partition``, or the partitioner's choice when -1); blocks
+        (serving delivery reports) while the queue is full."""
         if self._failures:
             self._raise_failures()
         while True:
@@ -134,6 +141,7 @@ class Producer:
                     topic,
                     value,
                     key,
+                    partition=partition,
                     headers=cast("_CHeaders", headers),  # the same list; the stub is invariant
                     timestamp=timestamp_ms,
                 )
@@ -210,6 +218,8 @@ class Consumed:
 
 Rejects = Sequence[tuple[Consumed, str]]
 BatchHandler = Callable[[list[Consumed]], Awaitable[Rejects | None]]
+Checkpoint = Callable[[], Awaitable[None]]
+PartitionsHook = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
 @dataclass
@@ -218,7 +228,9 @@ class ConsumerStats:
     handled: int = 0
     dead_lettered: int = 0
     batches: int = 0
+    commits: int = 0
     commit_failures: int = 0
+    stale_dropped: int = 0
     last_message_monotonic: float = field(default_factory=time.monotonic)
 
 
@@ -228,6 +240,16 @@ class ConsumerLoop:
     The handler receives each batch of decoded messages and must only return once its writes
     are durable. It may return ``(message, reason)`` pairs it refuses; those and every message
     that fails to decode go to ``dlq.<service>``; the loop keeps going.
+
+    With ``commit_interval_s`` > 0 the handler may instead keep work in progress (buffered
+    rows, state): offsets are then committed at most that often, each time after
+    ``before_commit`` returned (it must make everything handled so far durable), and also
+    when the loop stops and before partitions are revoked. A rebalance never cuts a batch:
+    revocation waits for the batch in flight, commits, then calls ``on_revoked``; newly
+    assigned partitions are handed out only after ``on_assigned`` returned (a handler with
+    per-partition state restores it there). Records fetched for a partition this member no
+    longer owns (or does not own yet) are dropped, never handled: the owner reads them
+    again from the committed offset.
     """
 
     def __init__(
@@ -245,6 +267,10 @@ class ConsumerLoop:
         poll_timeout_ms: int = 200,
         metrics: ServiceMetrics | None = None,
         lag_interval_s: float = 1.0,
+        commit_interval_s: float = 0.0,
+        before_commit: Checkpoint | None = None,
+        on_assigned: PartitionsHook | None = None,
+        on_revoked: PartitionsHook | None = None,
         **overrides: Any,
     ) -> None:
         self.service = service
@@ -261,8 +287,19 @@ class ConsumerLoop:
         self._decode = decode
         self._poll_timeout_ms = poll_timeout_ms
         self.stats = ConsumerStats()
+        self._commit_interval_s = commit_interval_s
+        self._before_commit = before_commit
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        # handled, not yet committed: partition -> next offset
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._commit_due = 0.0
+        # held while a batch is handled and committed, and while a rebalance hook runs
+        self._lock = asyncio.Lock()
+        # partitions whose ``on_assigned`` completed and that were not revoked since
+        self._owned: set[TopicPartition] = set()
+        self._failed = False
         self._consumer = AIOKafkaConsumer(
-            *self._topics,
             **settings.aiokafka_config(),
             group_id=group_id,
             client_id=f"{service}-consumer",
@@ -273,10 +310,28 @@ class ConsumerLoop:
         )
 
     async def start(self) -> None:
+        self._consumer.subscribe(list(self._topics), listener=_Rebalance(self))
         await self._consumer.start()
 
     async def stop(self) -> None:
         await self._consumer.stop()
+
+    async def _revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:  # the batch in flight finishes (and commits) first
+            try:
+                await self._commit(force=True)
+            finally:
+                self._owned.clear()
+                self._uncommitted.clear()
+                if self._on_revoked is not None:
+                    await self._on_revoked(revoked)
+
+    async def _assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._lock:
+            if self._on_assigned is not None:
+                await self._on_assigned(assigned)
+            self._owned = set(assigned)
+            self._commit_due = time.monotonic() + self._commit_interval_s
 
     def _decode_record(self, record: Any) -> Consumed | tuple[Consumed, str]:
         trace_id = trace_from_headers(record.headers)
@@ -357,13 +412,64 @@ class ConsumerLoop:
                 timeout_ms=self._poll_timeout_ms, max_records=limit
             )
             if not batch:
+                if self._uncommitted:
+                    async with self._lock:
+                        await self._commit(force=False)
                 if idle_timeout is not None and time.monotonic() - last_seen >= idle_timeout:
                     break
                 continue
             last_seen = time.monotonic()
-            await self._handle_batch(batch)
-            consumed_here += sum(len(records) for records in batch.values())
+            async with self._lock:
+                batch = self._owned_records(batch)
+                if batch:
+                    await self._handle_batch(batch)
+                    consumed_here += sum(len(records) for records in batch.values())
+                await self._commit(force=False)
+        async with self._lock:
+            await self._commit(force=True)
         return consumed_here
+
+    def _owned_records(
+        self, batch: dict[TopicPartition, list[Any]]
+    ) -> dict[TopicPartition, list[Any]]:
+        """The part of a fetched batch this member may handle: a partition fetched before a
+        revocation, or before its ``on_assigned`` finished, is dropped (and, if assigned,
+        sought back so that it is fetched again once it is ours)."""
+        if all(tp in self._owned for tp in batch):
+            return batch
+        kept = {}
+        assignment = self._consumer.assignment()
+        for tp, records in batch.items():
+            if tp in self._owned:
+                kept[tp] = records
+                continue
+            self.stats.stale_dropped += len(records)
+            if tp in assignment:
+                with contextlib.suppress(IllegalStateError):
+                    self._consumer.seek(tp, records[0].offset)
+        return kept
+
+    async def _commit(self, force: bool) -> None:
+        """Commit the handled offsets when due (always when ``force``), after the
+        ``before_commit`` checkpoint. Called with ``_lock`` held. Never after a handler
+        failed: its partial work must not be checkpointed; the batch is replayed."""
+        if not self._uncommitted or self._failed:
+            return
+        if not force and time.monotonic() < self._commit_due:
+            return
+        if self._before_commit is not None:
+            await self._before_commit()
+        offsets, self._uncommitted = self._uncommitted, {}
+        self._commit_due = time.monotonic() + self._commit_interval_s
+        try:
+            await self._consumer.commit(offsets)
+            self.stats.commits += 1
+        except (CommitFailedError, IllegalStateError) as exc:
+            # A rebalance took the partitions away (IllegalStateError: revoked while the
+            # batch was handled); the next owner replays from the last commit and the
+            # idempotent writes absorb the repeat.
+            self.stats.commit_failures += 1
+            log.warning("offset commit failed after rebalance", extra={"error": str(exc)})
 
     async def _handle_batch(self, batch: dict[TopicPartition, list[Any]]) -> None:
         good: list[Consumed] = []
@@ -378,21 +484,18 @@ class ConsumerLoop:
                     good.append(decoded)
             offsets[tp] = records[-1].offset + 1
         self.stats.consumed += len(good) + len(bad)
-        if good:
-            rejects = await self._handler(good)
-            self.stats.handled += len(good)
-            if rejects:
-                bad.extend(rejects)
-        for message, reason in bad:
-            await self.dead_letter(message, reason)
         try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # A rebalance took the partitions away (IllegalStateError: revoked while the
-            # batch was handled); the next owner replays from the last commit and the
-            # idempotent writes absorb the repeat.
-            self.stats.commit_failures += 1
-            log.warning("offset commit failed after rebalance", extra={"error": str(exc)})
+            if good:
+                rejects = await self._handler(good)
+                self.stats.handled += len(good)
+                if rejects:
+                    bad.extend(rejects)
+            for message, reason in bad:
+                await self.dead_letter(message, reason)
+        except BaseException:
+            self._failed = True
+            raise
+        self._uncommitted.update(offsets)
         self.stats.batches += 1
         self.stats.last_message_monotonic = time.monotonic()
 
@@ -429,3 +532,16 @@ class ConsumerLoop:
         """The group's committed offset for a partition (for tests and lag metrics)."""
         result = await self._consumer.committed(TopicPartition(topic, partition))
         return int(result) if result is not None else None
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Routes aiokafka's rebalance callbacks to the loop (which serialises them with batches)."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._loop._revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._loop._assigned(set(assigned))

@@ -12,6 +12,7 @@ from depthflow.common.db import CopyWriter, create_pool
 from depthflow.common.kafka import AsyncProducer, Consumed, ConsumerLoop, Producer
 from depthflow.common.logging import trace_headers
 from depthflow.common.schemas import Topic, Trade
+from depthflow.common.testing.topics import end_offsets
 
 
 def _trade(symbol: str, n: int) -> dict:
@@ -265,3 +266,135 @@ async def test_consumer_lag_is_exported_and_drains_to_zero(kafka_settings, topic
     assert later == sorted(later, reverse=True)
     assert total_lag() == 0
     assert "depthflow_consumer_lag" in metrics.render().decode()
+
+
+async def test_interval_commits_follow_the_checkpoint_and_a_failed_batch_never_commits(
+    kafka_settings, topic_factory
+):
+    topic = topic_factory("interval", partitions=2)
+    _produce_trades(kafka_settings, topic, ["BTCUSDT", "ETHUSDT"], 300)
+    group = f"g-{uuid.uuid4().hex}"
+    dlq = AsyncProducer(kafka_settings, client_id="interval")
+    await dlq.start()
+    handled: list[tuple[int, int]] = []
+    checkpointed: list[int] = []  # messages handled at each checkpoint
+    batches = 0
+
+    async def handler(batch: list[Consumed]) -> None:
+        nonlocal batches
+        batches += 1
+        if batches == 4:
+            raise RuntimeError("handler failed")
+        handled.extend((m.partition, m.offset) for m in batch)
+        await asyncio.sleep(0.05)
+
+    async def checkpoint() -> None:
+        checkpointed.append(len(handled))
+
+    def make(commit_interval_s: float) -> ConsumerLoop:
+        return ConsumerLoop(
+            kafka_settings,
+            service="interval",
+            group_id=group,
+            topics=[Topic(topic, Trade, "{exchange}:{symbol}")],
+            handler=handler,
+            dlq_producer=dlq,
+            max_batch=50,
+            commit_interval_s=commit_interval_s,
+            before_commit=checkpoint,
+        )
+
+    async def committed(loop: ConsumerLoop) -> int:
+        return sum([(await loop.committed(topic, p)) or 0 for p in (0, 1)])
+
+    try:
+        # the handler fails on its 4th batch, before the 60 s interval: nothing is committed,
+        # not by the loop, nor when the member leaves the group (revocation commits otherwise)
+        loop = make(60.0)
+        await loop.start()
+        with pytest.raises(RuntimeError, match="handler failed"):
+            await loop.run(idle_timeout=10)
+        await loop.stop()
+        assert checkpointed == []
+        probe = make(60.0)
+        await probe.start()
+        assert await committed(probe) == 0
+        await probe.stop()
+        # a short interval: fewer checkpoints than batches, each before its commit, and the
+        # last one (when the loop ends) commits everything
+        handled.clear()
+        loop = make(0.3)
+        await loop.start()
+        assert await loop.run(idle_timeout=3) == 600
+        assert 1 <= len(checkpointed) < batches - 4
+        assert checkpointed[-1] == len(handled) == 600
+        assert await committed(loop) == 600
+        await loop.stop()
+    finally:
+        await dlq.stop()
+
+
+async def test_a_rebalance_waits_for_the_batch_and_hands_out_only_owned_partitions(
+    kafka_settings, topic_factory
+):
+    topic = topic_factory("rebalance", partitions=4)
+    symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "ADAUSDT"]
+    _produce_trades(kafka_settings, topic, symbols, 200)
+    group = f"g-{uuid.uuid4().hex}"
+    dlq = AsyncProducer(kafka_settings, client_id="rebalance")
+    await dlq.start()
+    seen: dict[str, set[tuple[int, int]]] = {"a": set(), "b": set()}
+    owned: dict[str, set[int]] = {"a": set(), "b": set()}
+    in_batch = {"a": False, "b": False}
+    violations: list[str] = []
+
+    def member(name: str) -> ConsumerLoop:
+        async def handler(batch: list[Consumed]) -> None:
+            in_batch[name] = True
+            for m in batch:
+                if m.partition not in owned[name]:
+                    violations.append(f"{name} handled partition {m.partition} it does not own")
+                seen[name].add((m.partition, m.offset))
+            await asyncio.sleep(0.05)  # a rebalance arrives while batches are in flight
+            in_batch[name] = False
+
+        async def assigned(tps: set) -> None:
+            owned[name] = {tp.partition for tp in tps}
+
+        async def revoked(tps: set) -> None:
+            if in_batch[name]:
+                violations.append(f"{name} revoked in the middle of a batch")
+            owned[name] = set()
+
+        return ConsumerLoop(
+            kafka_settings,
+            service=f"rebalance-{name}",
+            group_id=group,
+            topics=[Topic(topic, Trade, "{exchange}:{symbol}")],
+            handler=handler,
+            dlq_producer=dlq,
+            max_batch=10,
+            commit_interval_s=0.2,
+            on_assigned=assigned,
+            on_revoked=revoked,
+        )
+
+    a, b = member("a"), member("b")
+    try:
+        await a.start()
+        run_a = asyncio.create_task(a.run(idle_timeout=8))
+        await asyncio.sleep(1.0)
+        await b.start()  # joins while a is busy: a's partitions are revoked and split
+        run_b = asyncio.create_task(b.run(idle_timeout=8))
+        await asyncio.wait_for(asyncio.gather(run_a, run_b), 120)
+        assert not violations, violations
+        assert seen["a"] and seen["b"], "both members took part"
+        ends = end_offsets(kafka_settings, topic)
+        assert sum(ends.values()) == 1200
+        # at least once: every message handled by one member or both (a replay after a
+        # revocation that came before a commit)
+        assert seen["a"] | seen["b"] == {(p, o) for p, end in ends.items() for o in range(end)}
+    finally:
+        await a.stop()
+        await b.stop()
+        await dlq.stop()

@@ -7,7 +7,7 @@ from datetime import datetime
 import typer
 
 app = typer.Typer(
-    help="Feature set v1 (110 features per book update) as a faust-streaming service.",
+    help="Feature set v1 (110 features per book update) as a consumer-group service.",
     add_completion=False,
 )
 
@@ -17,21 +17,25 @@ def features(ctx: typer.Context) -> None:
     """Run the features worker (md.book + md.trades → features.v1) until SIGTERM/SIGINT."""
     if ctx.invoked_subcommand is not None:
         return
+    import asyncio
+
+    from depthflow.common.lifecycle import run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
         PostgresSettings,
         load_settings,
     )
-    from depthflow.features.app import run_worker
+    from depthflow.features.app import FeaturesService
     from depthflow.features.config import FeaturesSettings
 
-    run_worker(
+    service = FeaturesService(
         load_settings(FeaturesSettings),
         load_settings(KafkaSettings),
         load_settings(PostgresSettings),
         load_settings(HttpSettings),
     )
+    asyncio.run(run_service(service))
 
 
 @app.command("describe")

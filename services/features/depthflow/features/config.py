@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from depthflow.common.settings import settings_config
@@ -17,10 +17,8 @@ class FeaturesSettings(BaseSettings):
 
     model_config = settings_config("FEATURES_")
 
-    # faust application id: the consumer group and the prefix of its changelog topics
+    # the consumer group id and the prefix of the state changelog topic
     app_id: str = Field(default="depthflow-features", pattern=r"^[A-Za-z0-9._\-]{1,200}$")
-    # faust table store: memory:// (rebuilt from the changelog at start) or rocksdb://
-    store: str = "memory://"
     # partitions of md.book/md.trades (co-partitioned) and of the state table's changelog
     partitions: int = Field(default=6, ge=1, le=1000)
     # topics (tests use fresh ones)
@@ -39,13 +37,9 @@ class FeaturesSettings(BaseSettings):
     # processed anyway; trades and books then enter the engine in canonical order
     # (trade before book on equal timestamps) whenever the trade feed keeps up
     merge_hold_ms: float = Field(default=200.0, ge=0.0)
-    # events per processing batch (faust stream.take) and the longest wait to fill one
-    batch_max: int = Field(default=500, ge=1, le=100_000)
+    # most events per processing batch, and the longest wait for the first one
+    batch_max: int = Field(default=2000, ge=1, le=100_000)
     batch_within_s: float = Field(default=0.05, gt=0.0, le=10.0)
-    # who publishes features.v1: "confluent" (librdkafka: ~1 µs per message from Python,
-    # flushed before each batch is acknowledged) or "faust" (the app's aiokafka producer,
-    # ~20 µs per message; flushed by faust before it commits offsets)
-    publisher: Literal["confluent", "faust"] = "confluent"
     # features.v1/changelog producers: wait up to this long to fill a request, request batch
     # size per partition, and compression (a 110-value vector is ~5 kB of JSON)
     producer_linger_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
@@ -53,21 +47,14 @@ class FeaturesSettings(BaseSettings):
     producer_compression: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
     # after start-up, move every object then alive out of the cyclic GC's reach (gc.freeze)
     # and collect the young generation less often: a batch keeps ~40 level lists per book
-    # alive, which otherwise triggers full collections that walk faust's whole heap
+    # alive, which otherwise triggers full collections that walk the whole heap
     gc_freeze: bool = True
     gc_gen0_threshold: int = Field(default=50_000, ge=100, le=10_000_000)
-    # faust offset commit interval
+    # how often the state is checkpointed to the changelog and the offsets committed (a
+    # crash replays at most this much, recomputing the same vectors)
     commit_interval_s: float = Field(default=1.0, gt=0.0, le=60.0)
     # how long the group waits for a silent worker (a crashed one) before rebalancing
     session_timeout_s: float = Field(default=30.0, ge=6.0, le=300.0)
     # how often the active scaler is re-read from the database
     scaler_poll_s: float = Field(default=5.0, gt=0.0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0.0)
-    log_level: Literal["debug", "info", "warning", "error"] = "warning"
-
-    @field_validator("store")
-    @classmethod
-    def _known_store(cls, value: str) -> str:
-        if not value.startswith(("memory://", "rocksdb://", "aerospike://")):
-            raise ValueError("expected memory://, rocksdb:// or aerospike://")
-        return value

@@ -1,6 +1,6 @@
 """Per-symbol streaming feature state: trades and book updates in, 110-value vectors out.
 
-``FeatureState`` is what the features service keeps per symbol (in a faust table):
+``FeatureState`` is what the features service keeps per symbol (in its changelog-backed table):
 ``on_trade`` for every trade, ``on_book`` for every book update (returns the vector), and
 ``to_state``/``from_state`` to persist it as a plain dict. Costs per book update are O(levels),
 plus O(50) once per closed minute for the candle and indicator features.

@@ -1,6 +1,7 @@
 """Per-symbol stream processing around ``FeatureState``: merge, dedup, emit. No I/O.
 
-``SymbolPipeline`` is what the service keeps per ``{exchange}:{symbol}`` in its faust table:
+``SymbolPipeline`` is what the service keeps per ``{exchange}:{symbol}`` in its changelog-backed
+table:
 
 - Merge: md.book and md.trades are two topics, so their interleaving on arrival is up to the
   consumer. Books wait (in exchange time) until the trade feed has passed their timestamp,

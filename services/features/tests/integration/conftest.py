@@ -115,7 +115,7 @@ def features_env(
         "LOG_JSON": "false",
     }
     yield fe
-    # faust's own topics (changelog, assignor leader)
+    # the worker's own topics (the state changelog)
     names = AdminClient(kafka_settings.confluent_config()).list_topics(timeout=10).topics
     delete_topics(kafka_settings, [n for n in names if n.startswith(app_id)])
 
@@ -139,6 +139,22 @@ def book_value(exchange: str, symbol: str, e: tuple) -> dict:
     }
 
 
+def trade_value(exchange: str, symbol: str, e: tuple, i: int) -> dict:
+    """The md.trades value of a generated trade event (the ``i``-th event of its series)."""
+    _, price, qty, is_buy, ts = e
+    return {
+        "schema_version": 1,
+        "exchange": exchange,
+        "symbol": symbol,
+        "trade_id": f"{ts}-{i}",
+        "price": price,
+        "qty": qty,
+        "side": "buy" if is_buy else "sell",
+        "exchange_ts_us": ts,
+        "local_ts_us": ts + 1000,
+    }
+
+
 def produce_events(
     fe: FeaturesEnv, exchange: str, symbol: str, events: list[tuple], trace_prefix: str = "tr"
 ) -> None:
@@ -148,19 +164,7 @@ def produce_events(
     key = symbol_key(exchange, symbol)
     for i, e in enumerate(events):
         if e[0] == "t":
-            _, price, qty, is_buy, ts = e
-            value = {
-                "schema_version": 1,
-                "exchange": exchange,
-                "symbol": symbol,
-                "trade_id": f"{ts}-{i}",
-                "price": price,
-                "qty": qty,
-                "side": "buy" if is_buy else "sell",
-                "exchange_ts_us": ts,
-                "local_ts_us": ts + 1000,
-            }
-            producer.produce(fe.trades, TRADES.encode(value), key)
+            producer.produce(fe.trades, TRADES.encode(trade_value(exchange, symbol, e, i)), key)
         else:
             producer.produce(
                 fe.book,

@@ -1,4 +1,4 @@
-"""kill -9 the features worker mid-stream, restart it: the state comes back from the faust
+"""kill -9 the features worker mid-stream, restart it: the state comes back from the
 changelog and the stored vectors continue with every book_seq exactly once and the same
 numbers as a batch computation over the whole input (no warm-up gap, no duplicate)."""
 
