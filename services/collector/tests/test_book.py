@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +38,9 @@ def test_book_matches_dict_model(snap_b, snap_a, diffs, n) -> None:
         assert book.bids == bids and book.asks == asks
         assert book.top_bids(n) == sorted(bids.items(), reverse=True)[:n]
         assert book.top_asks(n) == sorted(asks.items())[:n]
+        # the rendering md.book carries: each level's cached JSON, joined
+        assert book.top_bids_json(n) == orjson.dumps(book.top_bids(n))
+        assert book.top_asks_json(n) == orjson.dumps(book.top_asks(n))
         best_b = max(bids) if bids else None
         best_a = min(asks) if asks else None
         assert book.best_bid() == ((best_b, bids[best_b]) if bids else None)

@@ -99,7 +99,7 @@ class Producer:
             "client.id": client_id,
             "enable.idempotence": True,
             "acks": "all",
-            "linger.ms": 5,
+            "linger.ms": settings.producer_linger_ms,
             "compression.type": "lz4",
             "batch.size": 1_000_000,
             "queue.buffering.max.messages": 500_000,
@@ -135,16 +135,24 @@ class Producer:
         (serving delivery reports) while the queue is full."""
         if self._failures:
             self._raise_failures()
+        produce = self._producer.produce
         while True:
             try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    partition=partition,
-                    headers=cast("_CHeaders", headers),  # the same list; the stub is invariant
-                    timestamp=timestamp_ms,
-                )
+                # keyword arguments cost librdkafka's binding ~0.5 µs: only the ones given
+                if partition < 0 and not timestamp_ms:
+                    if headers is None:
+                        produce(topic, value, key)
+                    else:
+                        produce(topic, value, key, headers=headers)  # type: ignore[arg-type]
+                else:
+                    produce(
+                        topic,
+                        value,
+                        key,
+                        partition=partition,
+                        headers=cast("_CHeaders", headers),  # the same list; invariant stub
+                        timestamp=timestamp_ms,
+                    )
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -173,7 +181,7 @@ class AsyncProducer:
             client_id=client_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            linger_ms=int(settings.producer_linger_ms),
             **overrides,
         )
 

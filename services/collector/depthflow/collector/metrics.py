@@ -37,6 +37,7 @@ class HotHistogram(Collector):
     child costs several times that (a lock and a Python loop over the buckets), which shows
     at tens of thousands of observations a second. The registry reads the counts at scrape
     time; the owner and the scrape share one thread (the event loop), so no lock is needed.
+    ``FeedProcessor`` inlines ``observe`` (it updates ``counts`` and ``sum`` itself).
     """
 
     def __init__(

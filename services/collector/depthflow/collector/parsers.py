@@ -18,23 +18,28 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
 from depthflow.collector.events import ControlMessage, DepthUpdate, Level, ParseError, TradeEvent
 
-MAX_FRAME_BYTES = 4 * 1024 * 1024
-MAX_LEVELS = 10_000
-MAX_TRADES = 10_000
-_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9_\-]{0,39}$")
-_INF = math.inf
+MAX_FRAME_BYTES: Final = 4 * 1024 * 1024
+MAX_LEVELS: Final = 10_000
+MAX_TRADES: Final = 10_000
+_SYMBOL: Final = re.compile(r"^[A-Z0-9][A-Z0-9_\-]{0,39}$")
+_INF: Final = math.inf
+_NAN: Final = math.nan
+_loads: Final = orjson.loads  # a C static once compiled, not a module attribute lookup
 # Decimal-string → float is most of a depth message's parsing cost, and a market's price
 # strings repeat (levels near the touch are updated over and over): each price string is
-# converted and checked once, then looked up. Bounded: emptied when full.
-_PRICE_CACHE_MAX = 1 << 18
-_prices: dict[str, float] = {}
-_symbols: set[str] = set()  # symbol strings already checked
+# converted and checked once, then looked up. Bounded: emptied when full. Quantity strings
+# repeat less (but "0" and small sizes do): the same, in their own, smaller cache.
+_PRICE_CACHE_MAX: Final = 1 << 18
+_QTY_CACHE_MAX: Final = 1 << 16
+_prices: Final[dict[str, float]] = {}
+_quantities: Final[dict[str, float]] = {}
+_symbols: Final[set[str]] = set()  # symbol strings already checked
 
 Frame = str | bytes | bytearray | memoryview
 TradeBatch = list[TradeEvent]
@@ -46,7 +51,7 @@ def _load(exchange: str, frame: Frame) -> dict[str, Any]:
     if len(frame) > MAX_FRAME_BYTES:
         raise ParseError(exchange, f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
     try:
-        obj = orjson.loads(frame)
+        obj = _loads(frame)
     except orjson.JSONDecodeError as exc:
         raise ParseError(exchange, f"not JSON ({exc})") from None
     if type(obj) is not dict:
@@ -98,35 +103,46 @@ def _levels(exchange: str, obj: dict[str, Any], field: str) -> list[Level]:
         raise ParseError(exchange, f"field {field!r} is not a list")
     if len(raw) > MAX_LEVELS:
         raise ParseError(exchange, f"field {field!r} has {len(raw)} levels (max {MAX_LEVELS})")
-    out: list[Level] = []
-    append = out.append
+    # Any-typed on purpose: compiled, a float-typed value would be unboxed and re-boxed
+    # (a new float object) for every tuple; this way each level holds the cached objects.
+    out: list[Any] = []
     prices = _prices
+    quantities = _quantities
     for level in raw:
         if type(level) is not list or len(level) != 2:
             raise ParseError(exchange, f"{field} level is not a [price, qty] pair: {level!r:.60}")
         p, q = level
-        # Fast path: well-formed strings; the checks below reject everything else.
+        # Fast path: well-formed strings already seen (a dict lookup each); then well-formed
+        # strings not seen yet; the checks below reject everything else.
         if type(p) is str and type(q) is str:
-            price = prices.get(p)
+            price: Any = prices.get(p)
             if price is None:
-                try:
-                    price = float(p)
-                except ValueError:
-                    price = 0.0  # rejected below, with the reason
-                if 0.0 < price < _INF:
+                value = _decimal(p)
+                if 0.0 < value < _INF:
                     if len(prices) >= _PRICE_CACHE_MAX:
                         prices.clear()
-                    prices[p] = price
-            try:
-                qty = float(q)
-            except ValueError:
-                qty = -1.0
-            if 0.0 < price < _INF and 0.0 <= qty < _INF:
-                append((price, qty))
+                    price = prices[p] = value
+            qty: Any = quantities.get(q)
+            if qty is None:
+                value = _decimal(q)
+                if 0.0 <= value < _INF:
+                    if len(quantities) >= _QTY_CACHE_MAX:
+                        quantities.clear()
+                    qty = quantities[q] = value
+            if price is not None and qty is not None:
+                out.append((price, qty))
                 continue
         _number(exchange, p, f"{field} price", positive=True)
         _number(exchange, q, f"{field} qty", positive=False)
     return out
+
+
+def _decimal(text: str) -> float:
+    """``float(text)``, or NaN when it is not a decimal."""
+    try:
+        return float(text)
+    except ValueError:
+        return _NAN
 
 
 # ---------------------------------------------------------------------------- Binance
@@ -134,8 +150,7 @@ def _levels(exchange: str, obj: dict[str, Any], field: str) -> list[Level]:
 
 def _binance_depth(event: dict[str, Any]) -> DepthUpdate:
     ex = "binance"
-    get = event.get
-    first, last, prev, ts = get("U"), get("u"), get("pu"), get("E")
+    first, last, prev, ts = event.get("U"), event.get("u"), event.get("pu"), event.get("E")
     # one test for the usual case; otherwise field by field, for the right error
     if not (
         type(first) is int

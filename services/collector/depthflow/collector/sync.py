@@ -56,7 +56,9 @@ class Outcome(StrEnum):
 RESYNC_OUTCOMES = frozenset({Outcome.GAP, Outcome.CROSSED, Outcome.STALE_SNAPSHOT})
 
 
-class _SyncBase:
+class BookSync:
+    """What both machines share; ``on_update`` is each exchange's own."""
+
     exchange = ""
 
     def __init__(self, symbol: str, on_applied: OnApplied, reorder_window: int = 32) -> None:
@@ -73,6 +75,10 @@ class _SyncBase:
     @property
     def synced(self) -> bool:
         return self.state is SyncState.SYNCED
+
+    def on_update(self, update: DepthUpdate) -> Outcome:
+        """Handle one diff or snapshot of this symbol; the outcome says what became of it."""
+        raise NotImplementedError
 
     def _apply(self, update: DepthUpdate) -> bool:
         """Apply one update; False (book cleared) when it left the book crossed."""
@@ -122,7 +128,7 @@ class _SyncBase:
         self._invalidate(problem)
 
 
-class BinanceBookSync(_SyncBase):
+class BinanceBookSync(BookSync):
     """Binance USD-M futures diff-depth synchronisation for one symbol."""
 
     exchange = "binance"
@@ -211,7 +217,7 @@ class BinanceBookSync(_SyncBase):
         return result
 
 
-class BybitBookSync(_SyncBase):
+class BybitBookSync(BookSync):
     """Bybit v5 linear orderbook snapshot/delta synchronisation for one symbol."""
 
     exchange = "bybit"
