@@ -43,6 +43,9 @@ class KafkaSettings(BaseSettings):
     ssl_cafile: str | None = None
     default_partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=1, ge=1, le=5)
+    # how long a producer waits to fill a request: the latency each Kafka hop adds, against
+    # fewer, larger requests (the features worker has its own FEATURES_PRODUCER_LINGER_MS)
+    producer_linger_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
 
     @field_validator("bootstrap_servers")
     @classmethod
