@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 
@@ -71,16 +72,22 @@ from depthflow.features.names import FEATURE_SET_VERSION
 from depthflow.features.scaler import ActiveScaler
 from depthflow.strategy.base import Strategy
 from depthflow.strategy.imbalance import ImbalanceStrategy
-from depthflow.strategy.vectors import Decision, VectorInput
+from depthflow.strategy.vectors import INVALID_FEATURE, NON_FINITE, Decision, VectorInput
 
 DAY_US = 86_400_000_000
 
 
 def signal_id(exchange: str, symbol: str, book_seq: int, strategy: str, version: str) -> str:
     """The live strategy service's signal id (``depthflow.strategy.app.signal_id``)."""
+    return _live_signal_id()(exchange, symbol, book_seq, strategy, version)
+
+
+@cache
+def _live_signal_id() -> Callable[[str, str, int, str, str], str]:
+    # imported on first use: the strategy service's module pulls in its I/O stack
     from depthflow.strategy.app import signal_id as live_signal_id
 
-    return live_signal_id(exchange, symbol, book_seq, strategy, version)
+    return live_signal_id
 
 
 def default_spec(symbol: str) -> SymbolSpec:
@@ -197,6 +204,57 @@ def _mark(s: SymbolState, bids: Sequence[Sequence[float]], asks: Sequence[Sequen
         s.mid = (s.bid + s.ask) / 2.0
 
 
+# what the decided walk does with a book (``_walk_plan``): skipped or rejected; accepted
+# without a vector (thinned); a vector kept without a signal, refused (one per reason), signalled
+_SKIP, _REJECT, _ACCEPTED, _KEPT, _SIGNAL = -3, -2, -1, 0, 1
+_REFUSED = {2: NON_FINITE, 3: INVALID_FEATURE}
+_REFUSAL_PLAN = {reason: plan for plan, reason in _REFUSED.items()}
+
+
+Mark = tuple[float, float, float | None]
+
+
+def _marks(sv: SymbolVectors) -> list[Mark]:
+    """Per book (stream position) of a symbol, its ``SymbolState`` (bid, ask, mid) after
+    ``_mark`` of every accepted book up to it, from the books' best prices: the walk then
+    need not read the level lists again."""
+    assert sv.top is not None
+    n = len(sv.book_code)
+    accepted = np.asarray(sv.book_code) >= -1
+    bid, ask = sv.top[:, 0], sv.top[:, 1]
+    pos = np.arange(n)
+    has_b = accepted & ~np.isnan(bid)
+    has_a = accepted & ~np.isnan(ask)
+    last_b = np.maximum.accumulate(np.where(has_b, pos, -1)) if n else pos
+    last_a = np.maximum.accumulate(np.where(has_a, pos, -1)) if n else pos
+    last_m = np.maximum.accumulate(np.where(has_b & has_a, pos, -1)) if n else pos
+    bids = np.where(last_b >= 0, bid[last_b], 0.0).tolist()
+    asks = np.where(last_a >= 0, ask[last_a], 0.0).tolist()
+    mids: list[float | None] = ((bid[last_m] + ask[last_m]) / 2.0).tolist()
+    unquoted = int(np.count_nonzero(last_m < 0))  # before the first two-sided book
+    mids[:unquoted] = [None] * unquoted
+    return list(zip(bids, asks, mids, strict=True))
+
+
+def _walk_plan(sv: SymbolVectors, d: SymbolDecisions) -> list[int]:
+    """Per book (stream position) of a symbol, what the decided walk does with it."""
+    plan = []
+    refusal = d.refusal
+    signalled = d.decisions
+    for code in sv.book_code:
+        if code == SKIPPED:
+            plan.append(_SKIP)
+        elif code == REJECTED:
+            plan.append(_REJECT)
+        elif code < 0:
+            plan.append(_ACCEPTED)
+        elif refusal[code] is not None:
+            plan.append(_REFUSAL_PLAN[refusal[code]])  # type: ignore[index]
+        else:
+            plan.append(_SIGNAL if code in signalled else _KEPT)
+    return plan
+
+
 @dataclass
 class EngineResult:
     symbols: list[SymbolState]
@@ -256,6 +314,9 @@ class BacktestEngine:
         self.vectors: dict[str, SymbolVectors] = {}
         self.decided: dict[str, SymbolDecisions] = {}
         self.normalized: dict[str, np.ndarray | None] = {}
+        self._plans: dict[str, list[int]] = {}  # per symbol and book: ``_walk_plan``
+        self._trade_ok: dict[str, list[bool]] = {}
+        self._marks: dict[str, list[Mark]] = {}  # per symbol and book: ``_marks``
         self._uncreated: set[str] = set()  # prepared keys without a SymbolState yet
         self._decide_up_front = False
 
@@ -293,7 +354,10 @@ class BacktestEngine:
             sv = self.vectors[st.key] = compute(st, self.config.min_emit_interval_us)
             if self._decide_up_front:
                 assert isinstance(self.strategy, ImbalanceStrategy)
-                self.decided[st.key] = decide_imbalance(self.strategy, sv, self.scaler)
+                d = self.decided[st.key] = decide_imbalance(self.strategy, sv, self.scaler)
+                self._plans[st.key] = _walk_plan(sv, d)
+                self._marks[st.key] = _marks(sv)
+                self._trade_ok[st.key] = sv.trade_ok
             else:
                 self.normalized[st.key] = self.scaler.apply(sv.values) if self.scaler else None
             if st.key not in self.syms and (st.books or st.trades):
@@ -471,54 +535,58 @@ class BacktestEngine:
         self._execute(events, accepted, slot, batch, decisions)
 
     def _run_chunk_decided(self, events: Sequence[Event]) -> None:
-        """Batch mode with the decisions made up front (imbalance): one walk per chunk."""
+        """Batch mode with the decisions made up front (imbalance): one walk per chunk, each
+        book looked up in its symbol's ``_walk_plan`` (what the walk has to do with it)."""
         if self._uncreated:  # create SymbolStates in the stream mode's order (equity sums)
             for e in events:
                 if e.kind != HEALTH and e.key in self._uncreated:
                     self._sym(e)
-        vectors = self.vectors
-        decided = self.decided
         syms = self.syms
+        plans = self._plans
+        trade_ok = self._trade_ok
+        marks = self._marks
+        refusals = self.refusals
+        next_sample = self._next_sample
         for e in events:
             ts = e.ts
-            if ts >= self._next_sample:
+            if ts >= next_sample:
                 self._sample_until(ts)
+                next_sample = self._next_sample
             kind = e.kind
-            if kind == TRADE:
-                s = syms[e.key]
-                s.trades += 1
-                if not vectors[e.key].trade_ok[e.idx]:
-                    s.trades_rejected += 1
-                if s.open_orders:
-                    side = "buy" if e.is_buy else "sell"  # type: ignore[union-attr]
-                    self._apply(s, s.sim.on_trade(TradePrint(ts, e.price, e.qty, side)))  # type: ignore[union-attr, arg-type]
-            elif kind == BOOK:
-                s = syms[e.key]
+            if kind == BOOK:
+                key = e.key
+                s = syms[key]
                 s.books += 1
-                code = vectors[e.key].book_code[e.idx]
-                if code < -1:
-                    if code == SKIPPED:
+                plan = plans[key][e.idx]
+                if plan < _ACCEPTED:
+                    if plan == _SKIP:
                         s.books_skipped += 1
                     else:
                         s.books_rejected += 1
                     continue
                 if not s.valid:
                     self._close_gap(s, ts)
-                bids, asks = e.bids, e.asks  # type: ignore[union-attr]
-                _mark(s, bids, asks)
+                s.bid, s.ask, s.mid = marks[key][e.idx]
                 if s.open_orders:
                     s.sim_book_idx = e.idx
-                    self._apply(s, s.sim.on_book(BookSnapshot(ts, bids, asks)))
-                if code >= 0:
+                    self._apply(s, s.sim.on_book(BookSnapshot(ts, e.bids, e.asks)))  # type: ignore[union-attr]
+                if plan != _ACCEPTED:
                     s.vectors += 1
-                    d = decided[e.key]
-                    reason = d.refusal[code]
-                    if reason is not None:
-                        self.refusals[reason] += 1
-                    else:
-                        hit = d.decisions.get(code)
-                        if hit is not None:
-                            self._on_signal(s, hit[0], hit[1], e)
+                    if plan == _SIGNAL:
+                        code = self.vectors[key].book_code[e.idx]
+                        v, d = self.decided[key].decisions[code]
+                        self._on_signal(s, v, d, e)
+                    elif plan != _KEPT:
+                        refusals[_REFUSED[plan]] += 1
+            elif kind == TRADE:
+                key = e.key
+                s = syms[key]
+                s.trades += 1
+                if not trade_ok[key][e.idx]:
+                    s.trades_rejected += 1
+                if s.open_orders:
+                    side = "buy" if e.is_buy else "sell"  # type: ignore[union-attr]
+                    self._apply(s, s.sim.on_trade(TradePrint(ts, e.price, e.qty, side)))  # type: ignore[union-attr, arg-type]
             elif kind == HEALTH:
                 s = self._sym(e)
                 name = e.health  # type: ignore[union-attr]

@@ -22,10 +22,10 @@ order (``SymbolVectors.streamed``): exact either way.
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
+from operator import attrgetter
 from typing import Literal
 
 import numpy as np
@@ -70,6 +70,8 @@ class SymbolVectors:
     values: np.ndarray  # (emitted, 110) float64
     valid: np.ndarray  # (emitted, 110) bool
     books: list[BookEvent]  # the emitted books, by row
+    ts: np.ndarray  # (emitted,) int64: their exchange times
+    top: np.ndarray  # (books, 2): best bid and ask price of every book (NaN: side empty)
     streamed: bool = False  # computed by the streaming engine (streams not in time order)
 
 
@@ -78,11 +80,12 @@ def _pack(books: Sequence[BookEvent]) -> tuple[BookArrays, np.ndarray]:
     (levels finite > 0, strictly monotone, at most 20 per side, not crossed).
 
     The levels are read in one pass (``np.fromiter`` over every book's bids then asks): the
-    Python level lists are the one thing the batch mode has to touch per level."""
+    Python level lists are the one thing the batch mode has to touch per level. Books with
+    full sides (the usual top-20 case) are then mere views of that buffer."""
     n = len(books)
-    ts = np.fromiter((b.ts for b in books), np.int64, n)
-    bid_lists = [b.bids for b in books]
-    ask_lists = [b.asks for b in books]
+    ts = np.fromiter(map(attrgetter("ts"), books), np.int64, n)
+    bid_lists = list(map(attrgetter("bids"), books))
+    ask_lists = list(map(attrgetter("asks"), books))
     nb = np.fromiter(map(len, bid_lists), np.int64, n)
     na = np.fromiter(map(len, ask_lists), np.int64, n)
     ok = (nb <= MAX_LEVELS) & (na <= MAX_LEVELS)
@@ -91,40 +94,43 @@ def _pack(books: Sequence[BookEvent]) -> tuple[BookArrays, np.ndarray]:
             bid_lists[i] = ask_lists[i] = ()
         nb = np.where(ok, nb, 0)
         na = np.where(ok, na, 0)
+    per_book = nb + na
+    total = int(per_book.sum())
     flat = np.fromiter(
         chain.from_iterable(
             chain.from_iterable(chain.from_iterable(zip(bid_lists, ask_lists, strict=True)))
         ),
         F,
     )
-    per_book = nb + na
-    total = int(per_book.sum())
     if flat.shape != (2 * total,):
         raise ValueError("every book level must be a (price, qty) pair")
-    rows = np.repeat(np.arange(n), per_book)
-    k = np.arange(total) - np.repeat(np.cumsum(per_book) - per_book, per_book)
-    nb_row = nb[rows]
-    is_bid = k < nb_row
-    is_ask = ~is_bid
-    price, qty = flat[0::2], flat[1::2]
-    bp = np.zeros((n, MAX_LEVELS), F)
-    bq = np.zeros((n, MAX_LEVELS), F)
-    ap = np.zeros((n, MAX_LEVELS), F)
-    aq = np.zeros((n, MAX_LEVELS), F)
-    rb, cb = rows[is_bid], k[is_bid]
-    ra, ca = rows[is_ask], (k - nb_row)[is_ask]
-    bp[rb, cb] = price[is_bid]
-    bq[rb, cb] = qty[is_bid]
-    ap[ra, ca] = price[is_ask]
-    aq[ra, ca] = qty[is_ask]
+    full = bool(np.all(per_book == 2 * MAX_LEVELS))
+    if full:
+        levels = flat.reshape(n, 2 * MAX_LEVELS, 2)
+    else:  # one scatter of the (price, qty) pairs to (book, side * 20 + level)
+        rows = np.repeat(np.arange(n), per_book)
+        k = np.arange(total) - np.repeat(np.cumsum(per_book) - per_book, per_book)
+        nb_row = nb[rows]
+        col = np.where(k < nb_row, k, k - nb_row + MAX_LEVELS)
+        levels = np.zeros((n, 2 * MAX_LEVELS, 2), F)
+        levels.reshape(-1, 2)[rows * (2 * MAX_LEVELS) + col] = flat.reshape(-1, 2)
+    bp, bq, ap, aq = (
+        np.ascontiguousarray(levels[:, side : side + MAX_LEVELS, part])
+        for side in (0, MAX_LEVELS)
+        for part in (0, 1)
+    )
     cols = np.arange(MAX_LEVELS)[None, :]
     for p, q, count, descending in ((bp, bq, nb, True), (ap, aq, na, False)):
-        present = cols < count[:, None]
-        good = (p > 0.0) & (p < np.inf) & (q > 0.0) & (q < np.inf)
+        # finite > 0 (a NaN fails both); absent levels are zeros
+        bad = ~((np.minimum(p, q) > 0.0) & (np.maximum(p, q) < np.inf))
         step = np.diff(p, axis=1)
-        monotone = (step < 0.0) if descending else (step > 0.0)
-        ok &= ~np.any(present & ~good, axis=1)
-        ok &= ~np.any(present[:, 1:] & ~monotone, axis=1)
+        wrong = ~(step < 0.0) if descending else ~(step > 0.0)
+        if not full:
+            present = cols < count[:, None]
+            bad &= present
+            wrong &= present[:, 1:]
+        ok &= ~np.any(bad, axis=1)
+        ok &= ~np.any(wrong, axis=1)
     ok &= ~((nb > 0) & (na > 0) & (bp[:, 0] >= ap[:, 0]))
     return BookArrays(ts, bp, bq, ap, aq, nb, na), ok
 
@@ -148,17 +154,30 @@ def _accept_books(books: Sequence[BookEvent], static_ok: np.ndarray) -> list[int
 
 
 def _accept_trades(trades: Sequence[TradeEvent]) -> tuple[TradeArrays, np.ndarray]:
-    k = len(trades)
-    ts = np.fromiter((t.ts for t in trades), np.int64, k)
-    price = np.fromiter((t.price for t in trades), F, k)
-    qty = np.fromiter((t.qty for t in trades), F, k)
-    buy = np.fromiter((bool(t.is_buy) for t in trades), bool, k)
+    """The engine's decision per trade (accepted or rejected) and the accepted ones."""
+    return _accept_trade_arrays(*_fields(trades, *_TRADE_FIELDS))
+
+
+_TRADE_FIELDS = (("ts", np.int64), ("price", F), ("qty", F), ("is_buy", bool))
+
+
+def _accept_trade_arrays(
+    ts: np.ndarray, price: np.ndarray, qty: np.ndarray, buy: np.ndarray
+) -> tuple[TradeArrays, np.ndarray]:
     good = (price > 0.0) & (price < np.inf) & (qty > 0.0) & (qty < np.inf)
     # accepted: good and not before the last accepted trade (= the latest good one before it)
     latest = np.maximum.accumulate(np.where(good, ts, np.iinfo(np.int64).min))
     before = np.concatenate(([np.iinfo(np.int64).min], latest[:-1]))
     ok = good & (ts >= before)
     return TradeArrays(ts[ok], price[ok], qty[ok], buy[ok]), ok
+
+
+def _fields(
+    events: Sequence[BookEvent] | Sequence[TradeEvent], *spec: tuple[str, type]
+) -> list[np.ndarray]:
+    """The named fields of every event, one array each."""
+    n = len(events)
+    return [np.fromiter(map(attrgetter(name), events), dtype, n) for name, dtype in spec]
 
 
 def _thin(ts: list[int], min_interval_us: int) -> list[bool]:
@@ -175,8 +194,7 @@ def _thin(ts: list[int], min_interval_us: int) -> list[bool]:
     return out
 
 
-def _in_time_order(events: Sequence[BookEvent] | Sequence[TradeEvent]) -> bool:
-    ts = np.fromiter((e.ts for e in events), np.int64, len(events))
+def _in_time_order(ts: np.ndarray) -> bool:
     return bool(np.all(ts[1:] >= ts[:-1]))
 
 
@@ -184,48 +202,55 @@ def batch_symbol_vectors(streams: SymbolStreams, min_interval_us: int) -> Symbol
     """``streams`` (finalized: every event's ``idx`` is its stream position) precomputed with
     ``compute_batch``; falls back to ``stream_symbol_vectors`` when a stream is out of order."""
     books, trades = streams.books, streams.trades
-    if any(b.idx != i for i, b in enumerate(books)) or any(
-        t.idx != i for i, t in enumerate(trades)
-    ):
+    b_idx, b_ts, seq = _fields(books, ("idx", np.int64), ("ts", np.int64), ("seq", np.int64))
+    t_idx, *trade_fields = _fields(trades, ("idx", np.int64), *_TRADE_FIELDS)
+    if np.any(b_idx != np.arange(len(books))) or np.any(t_idx != np.arange(len(trades))):
         raise ValueError(f"{streams.key}: streams are not numbered (events.finalize)")
-    if not (_in_time_order(books) and _in_time_order(trades)):
+    if not (_in_time_order(b_ts) and _in_time_order(trade_fields[0])):
         return stream_symbol_vectors(streams, min_interval_us)
     arrays, static_ok = _pack(books)
-    codes = _accept_books(books, static_ok)
-    take = np.fromiter((c == 0 for c in codes), bool, len(codes))
-    tarr, trade_ok = _accept_trades(trades)
-    sel = np.nonzero(take)[0]
-    accepted = BookArrays(
-        arrays.ts[sel],
-        arrays.bid_p[sel],
-        arrays.bid_q[sel],
-        arrays.ask_p[sel],
-        arrays.ask_q[sel],
-        arrays.n_bid[sel],
-        arrays.n_ask[sel],
-    )
-    if len(sel):
-        values, valid = compute_batch(accepted, tarr)
+    if np.all(seq[1:] > seq[:-1]):  # in time order too: no book is skipped or comes late
+        codes = np.where(static_ok, 0, REJECTED)
+    else:
+        codes = np.asarray(_accept_books(books, static_ok))
+    tarr, trade_ok = _accept_trade_arrays(*trade_fields)
+    sel = np.flatnonzero(codes == 0)
+    if len(sel) == len(books):
+        accepted = arrays
+    else:
+        accepted = BookArrays(
+            arrays.ts[sel],
+            arrays.bid_p[sel],
+            arrays.bid_q[sel],
+            arrays.ask_p[sel],
+            arrays.ask_q[sel],
+            arrays.n_bid[sel],
+            arrays.n_ask[sel],
+        )
+    if len(sel):  # the accepted books and trades passed the engine's checks above
+        values, valid = compute_batch(accepted, tarr, validated=True)
     else:
         values, valid = np.zeros((0, N_FEATURES), F), np.zeros((0, N_FEATURES), bool)
-    emit = _thin(accepted.ts.tolist(), min_interval_us)
-    rows = np.nonzero(np.asarray(emit, bool))[0] if len(emit) else np.zeros(0, np.int64)
-    emitted_books: list[BookEvent] = []
-    row = 0
-    for i, e in zip(sel.tolist(), emit, strict=True):
-        if e:
-            codes[i] = row
-            emitted_books.append(books[i])
-            row += 1
-        else:
-            codes[i] = THINNED
+    emit = np.asarray(_thin(accepted.ts.tolist(), min_interval_us), bool)
+    rows = np.flatnonzero(emit)
+    codes[sel] = np.where(emit, np.cumsum(emit) - 1, THINNED)
+    if len(rows) != len(emit):
+        values, valid = values[rows], valid[rows]
     return SymbolVectors(
         streams.key,
-        codes,
+        codes.tolist(),
         trade_ok.tolist(),
-        np.ascontiguousarray(values[rows]),
-        np.ascontiguousarray(valid[rows]),
-        emitted_books,
+        values,
+        valid,
+        [books[i] for i in sel[rows].tolist()],
+        accepted.ts[rows],
+        np.stack(
+            (
+                np.where(arrays.n_bid > 0, arrays.bid_p[:, 0], np.nan),
+                np.where(arrays.n_ask > 0, arrays.ask_p[:, 0], np.nan),
+            ),
+            axis=1,
+        ),
     )
 
 
@@ -268,7 +293,12 @@ def stream_symbol_vectors(streams: SymbolStreams, min_interval_us: int) -> Symbo
                 pass
     values = np.array(vals, F).reshape(len(vals), N_FEATURES)
     valid = np.array(oks, bool).reshape(len(oks), N_FEATURES)
-    return SymbolVectors(streams.key, codes, trade_ok, values, valid, emitted, streamed=True)
+    top = np.array(
+        [(b.bids[0][0] if b.bids else np.nan, b.asks[0][0] if b.asks else np.nan) for b in books],
+        F,
+    ).reshape(len(books), 2)
+    ts = np.array([b.ts for b in emitted], np.int64)
+    return SymbolVectors(streams.key, codes, trade_ok, values, valid, emitted, ts, top, True)
 
 
 # -- the imbalance rule over all of a symbol's vectors at once -------------------------------
@@ -282,12 +312,18 @@ def check_reasons(
 ) -> list[str | None]:
     """``check_vector`` over every row (feature set and shape hold by construction): the
     refusal reason per row, or None."""
+    names = (None, NON_FINITE, INVALID_FEATURE)
+    return [names[r] for r in _check_codes(values, normalized, valid, required).tolist()]
+
+
+def _check_codes(
+    values: np.ndarray, normalized: np.ndarray, valid: np.ndarray, required: Sequence[int]
+) -> np.ndarray:
+    """``check_reasons`` as codes: 0 kept, 1 non-finite, 2 invalid feature."""
     idx = np.asarray(required, dtype=np.intp)
     finite = np.all(np.isfinite(values[:, idx]) & np.isfinite(normalized[:, idx]), axis=1)
     ok = np.all(valid[:, idx], axis=1)
-    reason = np.where(~finite, 1, np.where(~ok, 2, 0))
-    names = (None, NON_FINITE, INVALID_FEATURE)
-    return [names[r] for r in reason.tolist()]
+    return np.where(~finite, 1, np.where(~ok, 2, 0))
 
 
 def imbalance_offers(
@@ -332,31 +368,26 @@ def imbalance_offers(
         HOLD: base,
     }
     # next_change[c][i]: the first row >= i whose side differs from c (n: none)
-    next_change = {}
-    for c, side in side_if.items():
-        at = np.where(side != c, np.arange(n), n)
-        next_change[c] = np.minimum.accumulate(at[::-1])[::-1].tolist()
-    times = ts.tolist()
-    sides = {c: side.tolist() for c, side in side_if.items()}
+    rows = np.arange(n)
+    next_change = {
+        c: np.minimum.accumulate(np.where(side != c, rows, n)[::-1])[::-1]
+        for c, side in side_if.items()
+    }
     gate = strategy.gate
     cur = _SIDES.index(gate.current(key))
     last = gate.last_ts_us.get(key)
     cooldown = gate.cooldown_us
+    # after an offer at row j, the gate is shut until the first row cooldown after it
+    reopen = np.searchsorted(ts, ts + cooldown, side="left")
     offers = []
-    pos = 0
+    pos = 0 if last is None else int(np.searchsorted(ts, last + cooldown, side="left"))
     while pos < n:
-        start = pos
-        if last is not None:
-            start = max(start, bisect_left(times, last + cooldown))
-            if start >= n:
-                break
-        j = next_change[cur][start]
+        j = int(next_change[cur][pos])
         if j >= n:
             break
         offers.append(j)
-        cur = sides[cur][j]
-        last = times[j]
-        pos = j + 1
+        cur = int(side_if[cur][j])
+        pos = max(j + 1, int(reopen[j]))
     return offers
 
 
@@ -377,13 +408,14 @@ def decide_imbalance(
     ``imbalance_offers`` finds: that gives the same decisions and leaves the strategy in the
     same state as deciding every row."""
     normalized = scaler.apply(sv.values) if scaler else sv.values
-    refusal = check_reasons(sv.values, normalized, sv.valid, strategy.required)
-    kept = np.asarray([r is None for r in refusal], bool)
-    rows = np.nonzero(kept)[0]
-    ts = np.fromiter((b.ts for b in sv.books), np.int64, len(sv.books))
+    codes = _check_codes(sv.values, normalized, sv.valid, strategy.required)
+    names = (None, NON_FINITE, INVALID_FEATURE)
+    refusal = [names[r] for r in codes.tolist()]
+    rows = np.flatnonzero(codes == 0)
+    kept = sv.values if len(rows) == len(codes) else sv.values[rows]
     scaler_version = scaler.version if scaler else ""
     decisions: dict[int, tuple[VectorInput, Decision]] = {}
-    for j in imbalance_offers(strategy, sv.key, sv.values[rows], ts[rows]):
+    for j in imbalance_offers(strategy, sv.key, kept, sv.ts[rows]):
         r = int(rows[j])
         b = sv.books[r]
         v = VectorInput(

@@ -207,19 +207,24 @@ def _at_obs(obs: np.ndarray, series: np.ndarray, min_obs: int) -> tuple[np.ndarr
 
 
 def _side_sums(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, ...]:
-    n = p.shape[0]
+    """The streaming ``_scan`` sums, level by level; ``p``, ``q`` level-major (20, N)."""
+    n = p.shape[1]
     d5, d10, dt, l5, l10 = (np.zeros(n, F) for _ in range(5))
+    best_q = np.full(n, -1.0)
+    best = np.zeros(n, F)
     for j in range(MAX_LEVELS):
-        qj = q[:, j]
+        qj = q[j]
         dt = dt + qj
         if j < 10:
-            pq = p[:, j] * qj
+            pq = p[j] * qj
             d10 = d10 + qj
             l10 = l10 + pq
             if j < 5:
                 d5 = d5 + qj
                 l5 = l5 + pq
-    best = p[np.arange(n), np.argmax(q, axis=1)]
+        better = qj > best_q  # the first largest (an absent level, q = 0, never is)
+        best_q = np.where(better, qj, best_q)
+        best = np.where(better, p[j], best)
     return d5, d10, dt, l5, l10, best
 
 
@@ -232,82 +237,127 @@ def _div(a: np.ndarray, b: np.ndarray, where: np.ndarray, default: float = 0.0) 
 def _clusters(
     p: np.ndarray, q: np.ndarray, mask: np.ndarray, mean: np.ndarray, large: np.ndarray
 ) -> tuple[np.ndarray, ...]:
-    n = p.shape[0]
+    """The streaming ``_clusters`` for every row at once, level by level (the same adds in the
+    same order): runs of consecutive present levels with q >= mean, the first run of the
+    largest volume (price ``best_pv / best_v`` as streaming computes it), the large-q sum.
+    ``p``, ``q``, ``mask`` level-major (20, N)."""
+    width, n = p.shape
+    inn = mask & (q >= mean)
+    big_q = np.where(mask & (q >= large), q, 0.0)
+    pq = p * q
     big = np.zeros(n, F)
-    for j in range(MAX_LEVELS):
-        big = big + np.where(mask[:, j] & (q[:, j] >= large), q[:, j], 0.0)
-    inn = mask & (q >= mean[:, None])
+    cv = np.zeros(n, F)
+    cpv = np.zeros(n, F)
+    best_v = np.full(n, -1.0)
+    best_pv = np.zeros(n, F)
+    for j in range(width):
+        big = big + big_q[j]
+        in_j = inn[j]
+        cv = np.where(in_j, cv + q[j], 0.0)
+        cpv = np.where(in_j, cpv + pq[j], 0.0)
+        end = in_j & ~inn[j + 1] if j + 1 < width else in_j  # the run ends at this level
+        better = end & (cv > best_v)
+        best_v = np.where(better, cv, best_v)
+        best_pv = np.where(better, cpv, best_pv)
     start = inn.copy()
-    start[:, 1:] &= ~inn[:, :-1]
-    count = start.sum(axis=1).astype(F)
-    flat_in = inn.ravel()
-    run_id = (np.cumsum(start.ravel()) - 1)[flat_in]
-    n_runs = int(start.sum())
-    price = np.zeros(n, F)
-    vol = np.zeros(n, F)
-    if n_runs:
-        rv = np.bincount(run_id, weights=q.ravel()[flat_in], minlength=n_runs)
-        rpv = np.bincount(run_id, weights=(p * q).ravel()[flat_in], minlength=n_runs)
-        run_row = np.nonzero(start)[0]
-        rows, first = np.unique(run_row, return_index=True)
-        best_v = np.maximum.reduceat(rv, first)
-        per_run_best = np.repeat(best_v, np.diff(np.append(first, n_runs)))
-        cand = np.nonzero(rv == per_run_best)[0]
-        r2, f2 = np.unique(run_row[cand], return_index=True)
-        pick = cand[f2]
-        vol[r2] = rv[pick]
-        price[r2] = rpv[pick] / rv[pick]
-        del rows
-    return count, price, vol, big
+    start[1:] &= ~inn[:-1]
+    count = np.count_nonzero(start, axis=0).astype(F)
+    return count, best_pv / best_v, best_v, big
+
+
+def _by_price(p: np.ndarray, mask: np.ndarray, pv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A stable order of the present levels ``pv`` (of ``p`` where ``mask``) that puts equal
+    prices next to each other, and ``pv`` in that order.
+
+    Exchange prices sit on a tick grid: numbered on a grid step no wider than the narrowest
+    gap between two levels of a book, they fit 16 bits over a day's range, and numpy sorts
+    16-bit keys by radix, several times faster than floats. The numbering is checked (no two
+    different prices share a number); a range too wide or a failed check sorts the floats."""
+    gaps = np.abs(np.diff(p, axis=1))
+    if not mask.all():
+        gaps = gaps[mask[:, 1:]]
+    if len(pv) > 1 and gaps.size:
+        lo = pv.min()
+        step = gaps.min()
+        if step > 0.0 and (pv.max() - lo) / step < 60_000.0:
+            key = np.rint((pv - lo) / step).astype(np.uint16)
+            order = np.argsort(key, kind="stable")
+            ks = key[order]
+            ps = pv[order]
+            if not np.any((ks[1:] == ks[:-1]) & (ps[1:] != ps[:-1])):
+                return order, ps
+    order = np.argsort(pv, kind="stable")
+    return order, pv[order]
 
 
 def _level_diff(
     ts: np.ndarray, p: np.ndarray, q: np.ndarray, mask: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: level changes, quantity churn; per present entry (row-major): age in µs.
+    """Per row: level changes and quantity churn; per level (N, 20): its age in µs (0 where
+    absent).
 
-    The churn is summed in the streaming order: the present levels best first, then the
-    levels that left, in the previous book's order."""
-    n = p.shape[0]
-    r, c = np.nonzero(mask)
-    pv = p[r, c]
-    qv = q[r, c]
-    order = np.argsort(pv, kind="stable")  # rows stay in order within a price
-    rs, cs, ps, qs = r[order], c[order], pv[order], qv[order]
-    cont = np.zeros(len(rs), bool)
-    if len(rs) > 1:
+    A level continues one of the previous book when the previous book has its price: ordering
+    the present levels by price (stable: rows stay in order within a price) puts each right
+    after its predecessor. The churn is summed in the streaming order: the present levels
+    best first, then the levels that left, in the previous book's order."""
+    n, width = p.shape
+    if mask.all():
+        pv, qv = p.ravel(), q.ravel()
+        order, ps = _by_price(p, mask, pv)
+        ent = order  # row-major position of each ordered level
+    else:
+        sel = np.flatnonzero(mask)
+        pv, qv = p.ravel()[sel], q.ravel()[sel]
+        order, ps = _by_price(p, mask, pv)
+        ent = sel[order]
+    m = len(ent)
+    rs = ent // width
+    qs = qv[order]
+    cont = np.zeros(m, bool)
+    if m > 1:
         cont[1:] = (ps[1:] == ps[:-1]) & (rs[1:] == rs[:-1] + 1)
-    qprev = np.zeros(len(rs), F)
+    qprev = np.empty(m, F)
     qprev[1:] = qs[:-1]
-    changed = ~cont | (qs != qprev)
-    churn = np.where(cont, np.abs(qs - qprev), qs)
-    churn = np.where(changed, churn, 0.0)
-    # an entry not continued in the next row: removed at row + 1
-    nxt = np.zeros(len(rs), bool)
-    nxt[:-1] = cont[1:]
-    removed = ~nxt & (rs + 1 < n)
-    rem_rows = rs[removed] + 1
-    changes = np.bincount(rs, weights=changed, minlength=n) + np.bincount(rem_rows, minlength=n)
-    present = np.zeros((n, MAX_LEVELS), F)
-    present[rs, cs] = churn
-    left = np.zeros((n, MAX_LEVELS), F)
-    left[rem_rows, cs[removed]] = qs[removed]
+    qprev[:1] = 0.0
+    # back to (row, level): new: q; continued: |q - q_prev| (0.0, adding nothing, when
+    # unchanged); a level not continued in the next row was removed by the next row
+    present = np.zeros(n * width, F)
+    present[ent] = np.where(cont, np.abs(qs - qprev), qs)
+    changed = np.zeros(n * width, bool)
+    changed[ent] = ~cont | (qs != qprev)
+    removed = np.zeros(n * width, bool)
+    removed[ent[:-1]] = ~cont[1:]
+    if m:
+        removed[ent[-1]] = True
+    present = present.reshape(n, width)
+    changed = changed.reshape(n, width)
+    removed = removed.reshape(n, width)
+    left = np.zeros((n, width), F)
+    np.copyto(left[1:], q[:-1], where=removed[:-1])
+    changes = np.count_nonzero(changed, axis=1)
+    changes[1:] += np.count_nonzero(removed[:-1], axis=1)
     churn_row = np.zeros(n, F)
-    for j in range(MAX_LEVELS):  # + 0.0 for an absent or unchanged level changes nothing
+    for j in range(width):  # + 0.0 for an absent or unchanged level changes nothing
         churn_row = churn_row + present[:, j]
-    for j in range(MAX_LEVELS):
+    for j in range(width):
         churn_row = churn_row + left[:, j]
-    idx = np.arange(len(rs))
-    first = np.maximum.accumulate(np.where(cont, 0, idx)) if len(rs) else idx
-    age_sorted = ts[rs] - ts[rs[first]]
-    age = np.empty(len(rs), np.int64)
-    age[order] = age_sorted
-    return changes, churn_row, age
+    # age: time since the first row of the level's run of consecutive rows
+    starts = np.flatnonzero(~cont)
+    seen = np.repeat(ts[rs[starts]], np.diff(np.append(starts, m)))
+    age = np.zeros(n * width, np.int64)
+    age[ent] = ts[rs] - seen
+    return changes, churn_row, age.reshape(n, width)
 
 
-def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, np.ndarray]:
-    """Feature vectors for every book of a series: ``(values (N, 110), valid (N, 110))``."""
-    _validate(books, trades)
+def compute_batch(
+    books: BookArrays, trades: TradeArrays, validated: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feature vectors for every book of a series: ``(values (N, 110), valid (N, 110))``.
+
+    The input must follow the conventions (``InvalidInputError`` otherwise); ``validated``: the
+    caller has already checked exactly that (the backtest's packing does), skip the check."""
+    if not validated:
+        _validate(books, trades)
     ts = books.ts
     n = len(ts)
     out = np.zeros((n, N_FEATURES), F)
@@ -319,10 +369,15 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     both = hb & ha
     anys = hb | ha
     cols = np.arange(MAX_LEVELS)
-    mb = cols[None, :] < nb[:, None]
-    ma = cols[None, :] < na[:, None]
-    db5, db10, tb, lb5, lb10, sup = _side_sums(books.bid_p, books.bid_q)
-    da5, da10, ta, la5, la10, res = _side_sums(books.ask_p, books.ask_q)
+    present_b = cols[:, None] < nb  # level-major (20, N)
+    present_a = cols[:, None] < na
+    mb, ma = present_b.T, present_a.T
+    # level-major copies: a level's column is contiguous for the level-by-level sums
+    bid_p, bid_q, ask_p, ask_q = (
+        np.ascontiguousarray(x.T) for x in (books.bid_p, books.bid_q, books.ask_p, books.ask_q)
+    )
+    db5, db10, tb, lb5, lb10, sup = _side_sums(bid_p, bid_q)
+    da5, da10, ta, la5, la10, res = _side_sums(ask_p, ask_q)
     b1, qb1 = books.bid_p[:, 0], books.bid_q[:, 0]
     a1, qa1 = books.ask_p[:, 0], books.ask_q[:, 0]
     spread = np.where(both, a1 - b1, 0.0)
@@ -390,12 +445,8 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     n_all = nb + na
     mean_all = _div(tb + ta, n_all.astype(F), n_all > 0)
     large = 2.0 * mean_all
-    nbc, bcp, bcv, big_b = _clusters(
-        books.bid_p, books.bid_q, mb, _div(tb, nb.astype(F), hb), large
-    )
-    nac, acp, acv, big_a = _clusters(
-        books.ask_p, books.ask_q, ma, _div(ta, na.astype(F), ha), large
-    )
+    nbc, bcp, bcv, big_b = _clusters(bid_p, bid_q, present_b, _div(tb, nb.astype(F), hb), large)
+    nac, acp, acv, big_a = _clusters(ask_p, ask_q, present_a, _div(ta, na.astype(F), ha), large)
     smi_ok = both & (big_b + big_a > 0)
     put(_div(big_b - big_a, big_b + big_a, smi_ok), both)
     put(bcp, hb)
@@ -431,7 +482,10 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     obs = np.zeros(n, bool)
     obs[1:] = both[1:] & both[:-1]
     oi = np.nonzero(obs)[0]
-    r = _log(mid[oi] / mid[oi - 1]) * 1e4
+    ratio = mid[oi] / mid[oi - 1]
+    r = np.zeros(len(oi), F)  # math.log(1.0) is 0.0: the log only where the mid moved
+    moved = ratio != 1.0
+    r[moved] = _log(ratio[moved]) * 1e4
     dm = mid[oi] - mid[oi - 1]
     x, y = sv[oi], dm
     ex, ey, exy, exx = _ew_mean(x), _ew_mean(y), _ew_mean(x * y), _ew_mean(x * x)
@@ -460,19 +514,16 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
     else:
         put(np.zeros(n, F), np.zeros(n, bool))
     put(np.where(both, _log(_div(db10, da10, both, 1.0)), 0.0), both)
-    # level ages: order entries (row, bid side first, level) like the streaming loop
-    rb, _cb = np.nonzero(mb)
-    ra, _ca = np.nonzero(ma)
-    rows = np.concatenate((rb, ra))
-    ages = np.concatenate((age_b, age_a))
-    order = np.argsort(rows, kind="stable")
-    rows, ages = rows[order], ages[order]
-    age_sum = np.zeros(n, np.int64)
-    np.add.at(age_sum, rows, ages)
+    # level ages: the streaming sums over bids then asks, best level first
+    age_sum = age_b.sum(axis=1) + age_a.sum(axis=1)
     ttl_ok = warm & (n_all > 0)
     mean_age = _div(age_sum.astype(F), n_all.astype(F), n_all > 0)
-    dd = ages - mean_age[rows]
-    ss = np.bincount(rows, weights=dd * dd, minlength=n)
+    ss = np.zeros(n, F)
+    for age, present in ((age_b, mb), (age_a, ma)):
+        d = age - mean_age[:, None]
+        dd = np.where(present, d * d, 0.0)
+        for j in range(MAX_LEVELS):  # + 0.0 for an absent level changes nothing
+            ss = ss + dd[:, j]
     put(np.where(ttl_ok, mean_age / 1e6, 0.0), ttl_ok)
     put(np.where(ttl_ok, np.sqrt(_div(ss, n_all.astype(F), n_all > 0)) / 1e6, 0.0), ttl_ok)
     # orderbook volatility (returns), rates, spread volatility
@@ -494,9 +545,14 @@ def compute_batch(books: BookArrays, trades: TradeArrays) -> tuple[np.ndarray, n
         put(np.zeros(n, F), np.zeros(n, bool))
     assert len(cols_out) == N_ORDERBOOK
     dflt = defaults()
+    # by feature first (contiguous rows), then transposed in one pass
+    by_feature = np.empty((N_ORDERBOOK, n), F)
+    ok_by_feature = np.empty((N_ORDERBOOK, n), bool)
     for i, (v, valid) in enumerate(cols_out):
-        ok[:, i] = valid
-        out[:, i] = np.where(valid, v, dflt[i])
+        ok_by_feature[i] = valid
+        by_feature[i] = np.where(valid, v, dflt[i])
+    out[:, :N_ORDERBOOK] = by_feature.T
+    ok[:, :N_ORDERBOOK] = ok_by_feature.T
     # candles and the candle/indicator channels
     table_v, table_ok, m0 = _candle_tables(ts, mid, both, trades)
     if m0 is not None:
