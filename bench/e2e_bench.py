@@ -82,19 +82,44 @@ def _percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _latencies(bootstrap: str, since_us: int) -> dict[str, list[float]]:
+def _vector_stamps(
+    dsn: str, books: set[tuple[str, str, int]]
+) -> dict[tuple[str, str, int], tuple[int, int]]:
+    """(collector receive time, vector computed time) of each of these books' vectors."""
+    import psycopg
+
+    if not books:
+        return {}
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        rows = conn.execute(
+            "SELECT v.exchange, v.symbol, v.book_seq, v.local_ts_us, v.computed_ts_us"
+            " FROM features.vectors v JOIN unnest(%s::text[], %s::text[], %s::bigint[])"
+            " AS b(exchange, symbol, seq)"
+            " ON v.exchange = b.exchange AND v.symbol = b.symbol AND v.book_seq = b.seq"
+            " WHERE v.feature_set = 'v1'",
+            ([b[0] for b in books], [b[1] for b in books], [b[2] for b in books]),
+        ).fetchall()
+    return {(r[0], r[1], int(r[2])): (int(r[3]), int(r[4])) for r in rows}
+
+
+def _latencies(bootstrap: str, dsn: str, since_us: int) -> dict[str, list[float]]:
     """ms, per order: exchange event → order acknowledged ("total"), split at the strategy's
     decision: exchange event → signal ("to_signal") and signal → acknowledged ("to_order");
     and exchange event → order sent to the venue ("to_sent": its ``Pending`` event, stored
     before sending), which leaves out the paper venue's simulated latency
-    (``EXECUTOR_PAPER_LATENCY_MS``)."""
+    (``EXECUTOR_PAPER_LATENCY_MS``). Per stage, from the stored vector of the signal's book
+    (``features.vectors``: the collector's receive time and the features worker's compute
+    time): exchange → collector ("to_collector"), collector → vector computed ("to_vector"),
+    vector → signal decided ("to_decision")."""
     source: dict[str, int] = {}
     decided: dict[str, int] = {}
+    book_of: dict[str, tuple[str, str, int]] = {}
     for _key, value in read_topic(bootstrap, "signals.v1"):
         if value:
             s = orjson.loads(value)
             source[s["signal_id"]] = s["source_ts_us"]
             decided[s["signal_id"]] = s["ts_us"]
+            book_of[s["signal_id"]] = (s["exchange"], s["symbol"], s["book_seq"])
     acked: dict[str, int] = {}
     sent: dict[str, int] = {}
     for _key, value in read_topic(bootstrap, "orders.v1"):
@@ -114,7 +139,12 @@ def _latencies(bootstrap: str, since_us: int) -> dict[str, list[float]]:
             if sid and sid not in acked:
                 acked[sid] = e["ts_us"]
     ids = [sid for sid in acked if sid in source and source[sid] >= since_us]
+    stamps = _vector_stamps(dsn, {book_of[sid] for sid in ids})
+    staged = [sid for sid in ids if book_of[sid] in stamps]
     return {
+        "to_collector": [(stamps[book_of[i]][0] - source[i]) / 1000 for i in staged],
+        "to_vector": [(stamps[book_of[i]][1] - stamps[book_of[i]][0]) / 1000 for i in staged],
+        "to_decision": [(decided[i] - stamps[book_of[i]][1]) / 1000 for i in staged],
         "total": [(acked[sid] - source[sid]) / 1000 for sid in ids],
         "to_signal": [(decided[sid] - source[sid]) / 1000 for sid in ids],
         "to_order": [(acked[sid] - decided[sid]) / 1000 for sid in ids],
@@ -191,7 +221,7 @@ def run() -> dict[str, Any]:
         (t0, start), (t1, end) = marks["start"], marks["end"]
         window = t1 - t0
         rates = {tp: round((end[tp] - start[tp]) / window, 1) for tp in topics}
-        latencies = _latencies(infra.bootstrap, steady_from_us)
+        latencies = _latencies(infra.bootstrap, infra.dsn, steady_from_us)
         thirds = max(1, len(samples) // 3)
 
         def third(which: list[dict[str, Any]], part: str, key: str) -> float:
@@ -263,6 +293,11 @@ def run() -> dict[str, Any]:
                 "exchange_to_signal": pct(latencies["to_signal"]),
                 "signal_to_order": pct(latencies["to_order"]),
                 "exchange_to_order_sent": pct(latencies["to_sent"]),
+                "stages": {
+                    "exchange_to_collector": pct(latencies["to_collector"]),
+                    "collector_to_vector": pct(latencies["to_vector"]),
+                    "vector_to_signal": pct(latencies["to_decision"]),
+                },
                 "paper_latency_ms": float(env.get("EXECUTOR_PAPER_LATENCY_MS", "20")),
                 "features_merge_hold_ms": float(env.get("FEATURES_MERGE_HOLD_MS", "200")),
             },

@@ -129,3 +129,18 @@ def test_book_invariants_hold_for_any_operations(ops: list[tuple[int, int, int, 
             states[uid] = (dict(book.bids), dict(book.asks))
     for u, state in states.items():
         assert hist.book_at(u) == state
+
+
+def test_the_truth_history_is_a_budget_over_all_symbols() -> None:
+    from depthflow.sim.app import MIN_HISTORY_PER_SYMBOL, Simulator
+    from depthflow.sim.config import SimSettings
+
+    def retained(n_symbols: int) -> int:
+        symbols = [f"S{i:03d}USDT" for i in range(n_symbols)]
+        sim = Simulator(SimSettings(symbols=symbols, history=250_000))
+        per_symbol = {m.history.max_checkpoints for m in sim.markets.values()}
+        assert len(per_symbol) == 1
+        return (per_symbol.pop() - 2) * 10_000  # checkpoints kept beyond the two spare
+
+    assert retained(2) == 120_000  # 125,000 each, in whole checkpoints
+    assert retained(200) == MIN_HISTORY_PER_SYMBOL  # not 250,000 each (gigabytes)

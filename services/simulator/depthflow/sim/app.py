@@ -18,6 +18,8 @@ from depthflow.sim.publishers import BinancePublisher, BybitPublisher
 from depthflow.sim.streams import Hub
 from depthflow.sim.trading import Exchange
 
+MIN_HISTORY_PER_SYMBOL = 10_000
+
 log = logging.getLogger(__name__)
 
 
@@ -34,8 +36,11 @@ class Simulator(Service):
     def __init__(self, settings: SimSettings) -> None:
         super().__init__()
         self.settings = settings
+        # the truth history is a budget over all symbols: per symbol it would grow to
+        # gigabytes with hundreds of symbols (an array per update)
+        retain = max(MIN_HISTORY_PER_SYMBOL, settings.history // max(len(settings.symbols), 1))
         self.markets: dict[str, Market] = {
-            s: Market(instrument_for(s), settings.seed, settings.rate, retain=settings.history)
+            s: Market(instrument_for(s), settings.seed, settings.rate, retain=retain)
             for s in settings.symbols
         }
         self.hub = Hub(settings.seed, settings.faults)

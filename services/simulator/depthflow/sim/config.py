@@ -35,7 +35,11 @@ class SimSettings(BaseSettings):
     weight_limit: int = Field(default=2400, ge=1, description="request weight per minute")
     ban_after: int = Field(default=5, ge=0, description="429s before a 418 ban")
     ban_seconds: float = Field(default=120.0, ge=0)
-    history: int = Field(default=250_000, ge=10_000, description="updates kept for truth")
+    history: int = Field(
+        default=250_000,
+        ge=10_000,
+        description="updates kept for truth, over all symbols (each keeps at least 10,000)",
+    )
     faults: FaultConfig = FaultConfig()
 
     @field_validator("symbols", mode="before")
