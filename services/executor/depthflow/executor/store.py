@@ -193,7 +193,29 @@ class ExecutorStore:
         risk: dict[str, Any],
     ) -> bool:
         """Store the order ``Pending`` before it is sent, with its signal, audit row and
-        position intent, in one transaction. False if the signal was already handled."""
+        position intent, in one transaction. False if the signal was already handled. The
+        position row is written with optimistic locking: a fill applied to the same position
+        meanwhile (the venue's reports are handled concurrently) rolls the whole transaction
+        back, and it is tried again on the new position."""
+        for _attempt in range(20):
+            try:
+                return await self._create_order(
+                    sig, order, exchange=exchange, trace_id=trace_id, market=market, risk=risk
+                )
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"order {order.client_order_id}: too many concurrent writers")
+
+    async def _create_order(
+        self,
+        sig: dict[str, Any],
+        order: NewOrder,
+        *,
+        exchange: str,
+        trace_id: str,
+        market: dict[str, Any] | None,
+        risk: dict[str, Any],
+    ) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = await conn.fetchval(
                 f"INSERT INTO {self.t['signals']} (signal_id, exchange, symbol, side, decision,"
