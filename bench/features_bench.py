@@ -16,8 +16,10 @@ Python code must spend.
 
 ``vectors_per_s`` = vectors / (last - first features.v1 CreateTime), so start-up and
 recovery are excluded; ``cpu_us_per_vector`` = the worker process's CPU time (every thread:
-Python, librdkafka, asyncpg) between its first and last output, divided by the vectors - the
-"per core" figure on a machine whose other core runs Kafka and PostgreSQL;
+Python, librdkafka, asyncpg) from the start of its first batch to the end of its last, by its
+own account (heartbeat detail ``cpu_s_since_first_batch``), divided by the vectors - the
+"per core" figure on a machine whose other core runs Kafka and PostgreSQL (the consume-only
+consumers measure their CPU from their first to their last event, in-process too);
 ``update_us_p50/p99`` = the engine's per-update time inside the service;
 ``batch_us_per_vector_p50/p99`` = a batch's wall time (decode to queued output) / its vectors.
 Each variant runs ``repeats`` times (median and min-max reported).
@@ -268,7 +270,12 @@ def _last_heartbeat(kafka: Any, topic: str, timeout: float = 10.0) -> dict[str, 
     finally:
         consumer.close()
     keys = ("update_us_p50", "update_us_p99", "batch_us_per_vector_p50", "batch_us_per_vector_p99")
-    return {k: detail[k] for k in keys if k in detail}
+    out = {k: detail[k] for k in keys if k in detail}
+    cpu_s, vectors = detail.get("cpu_s_since_first_batch"), detail.get("vectors")
+    if cpu_s and vectors:
+        # the worker's own account: CPU from its first batch to its last, every thread
+        out["cpu_us_per_vector"] = round(cpu_s / vectors * 1e6, 1)
+    return out
 
 
 def _produce_input(kafka: Any, book: str, trades: str, n_books: int, seed: int) -> int:

@@ -138,9 +138,12 @@ def test_the_truth_history_is_a_budget_over_all_symbols() -> None:
     def retained(n_symbols: int) -> int:
         symbols = [f"S{i:03d}USDT" for i in range(n_symbols)]
         sim = Simulator(SimSettings(symbols=symbols, history=250_000))
-        per_symbol = {m.history.max_checkpoints for m in sim.markets.values()}
-        assert len(per_symbol) == 1
-        return (per_symbol.pop() - 2) * 10_000  # checkpoints kept beyond the two spare
+        kept = {
+            (m.history.max_checkpoints - 2) * m.history.checkpoint_every
+            for m in sim.markets.values()
+        }
+        assert len(kept) == 1
+        return kept.pop()  # whole checkpoints kept beyond the two spare
 
-    assert retained(2) == 120_000  # 125,000 each, in whole checkpoints
+    assert retained(2) == 120_000  # 125,000 each, in whole checkpoints of 10,000
     assert retained(200) == MIN_HISTORY_PER_SYMBOL  # not 250,000 each (gigabytes)

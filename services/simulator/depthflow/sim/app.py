@@ -18,7 +18,7 @@ from depthflow.sim.publishers import BinancePublisher, BybitPublisher
 from depthflow.sim.streams import Hub
 from depthflow.sim.trading import Exchange
 
-MIN_HISTORY_PER_SYMBOL = 10_000
+MIN_HISTORY_PER_SYMBOL = 2_000
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,16 @@ class Simulator(Service):
         # the truth history is a budget over all symbols: per symbol it would grow to
         # gigabytes with hundreds of symbols (an array per update)
         retain = max(MIN_HISTORY_PER_SYMBOL, settings.history // max(len(settings.symbols), 1))
+        # checkpoints (a copy of the book each) every quarter of it: at most ~1.5x retained
+        every = max(MIN_HISTORY_PER_SYMBOL // 2, min(10_000, retain // 4))
         self.markets: dict[str, Market] = {
-            s: Market(instrument_for(s), settings.seed, settings.rate, retain=retain)
+            s: Market(
+                instrument_for(s),
+                settings.seed,
+                settings.rate,
+                retain=retain,
+                checkpoint_every=every,
+            )
             for s in settings.symbols
         }
         self.hub = Hub(settings.seed, settings.faults)

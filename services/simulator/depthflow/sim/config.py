@@ -37,8 +37,8 @@ class SimSettings(BaseSettings):
     ban_seconds: float = Field(default=120.0, ge=0)
     history: int = Field(
         default=250_000,
-        ge=10_000,
-        description="updates kept for truth, over all symbols (each keeps at least 10,000)",
+        ge=2_000,
+        description="updates kept for truth, over all symbols (each keeps at least 2,000)",
     )
     faults: FaultConfig = FaultConfig()
 
