@@ -339,7 +339,9 @@ async def test_a_rebalance_waits_for_the_batch_and_hands_out_only_owned_partitio
 ):
     topic = topic_factory("rebalance", partitions=4)
     symbols = ["BTCUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT", "BNBUSDT", "ADAUSDT"]
-    _produce_trades(kafka_settings, topic, symbols, 200)
+    # a alone would need ~12 s (10 per batch, 50 ms each): b's join (a rebalance that waits
+    # for a's heartbeat, up to 3 s) always lands while a is still busy
+    _produce_trades(kafka_settings, topic, symbols, 400)
     group = f"g-{uuid.uuid4().hex}"
     dlq = AsyncProducer(kafka_settings, client_id="rebalance")
     await dlq.start()
@@ -390,7 +392,7 @@ async def test_a_rebalance_waits_for_the_batch_and_hands_out_only_owned_partitio
         assert not violations, violations
         assert seen["a"] and seen["b"], "both members took part"
         ends = end_offsets(kafka_settings, topic)
-        assert sum(ends.values()) == 1200
+        assert sum(ends.values()) == 2400
         # at least once: every message handled by one member or both (a replay after a
         # revocation that came before a commit)
         assert seen["a"] | seen["b"] == {(p, o) for p, end in ends.items() for o in range(end)}
