@@ -27,6 +27,7 @@ predecessor arrives. Only when the window overflows is it a gap.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable
 from enum import StrEnum
@@ -56,7 +57,7 @@ class Outcome(StrEnum):
 RESYNC_OUTCOMES = frozenset({Outcome.GAP, Outcome.CROSSED, Outcome.STALE_SNAPSHOT})
 
 
-class BookSync:
+class BookSync(ABC):
     """What both machines share; ``on_update`` is each exchange's own."""
 
     exchange = ""
@@ -76,9 +77,9 @@ class BookSync:
     def synced(self) -> bool:
         return self.state is SyncState.SYNCED
 
+    @abstractmethod
     def on_update(self, update: DepthUpdate) -> Outcome:
         """Handle one diff or snapshot of this symbol; the outcome says what became of it."""
-        raise NotImplementedError
 
     def _apply(self, update: DepthUpdate) -> bool:
         """Apply one update; False (book cleared) when it left the book crossed."""
