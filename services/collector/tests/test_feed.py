@@ -165,3 +165,43 @@ def test_bad_frames_are_dead_lettered_and_the_feed_keeps_working(frames: list[by
         ).read_bytes()
         feed.on_frame(good, "c", 2)
         assert feed.stats.depth_updates == 1
+
+
+def test_books_are_stamped_with_the_trades_published_before_them() -> None:
+    pub = ListPublisher()
+    feed = FeedProcessor("binance", ["BTCUSDT"], pub)
+    feed.on_frame(_diff(99, 101, 98, [["100.0", "2"]], [["101.0", "1"]]), "c1", 1)
+    snap = orjson.dumps(
+        {"lastUpdateId": 100, "E": 1, "T": 1, "bids": [["100.0", "1"]], "asks": [["101.0", "3"]]}
+    )
+    feed.on_snapshot_body("BTCUSDT", snap, "rest", 2)
+    trade = orjson.dumps(
+        {
+            "stream": "btcusdt@aggTrade",
+            "data": {
+                "e": "aggTrade",
+                "E": 1700000000000,
+                "s": "BTCUSDT",
+                "a": 7,
+                "p": "100.5",
+                "q": "0.1",
+                "f": 7,
+                "l": 7,
+                "T": 1700000000000,
+                "m": False,
+            },
+        }
+    )
+    feed.on_frame(trade, "c1", 3)
+    feed.on_frame(trade, "c1", 4)
+    feed.on_frame(_diff(102, 102, 101, [], [["101.0", "2"]]), "c1", 5)
+    books = [schemas.BOOK.decode(v) for t, v, _ in pub.sent if t == "md.book"]
+    trades = [schemas.TRADES.decode(v) for t, v, _ in pub.sent if t == "md.trades"]
+    assert [t.feed_seq for t in trades] == [1, 2]
+    assert [b.trades_before for b in books] == [0, 2]
+    feeds = {b.feed_id for b in books} | {t.feed_id for t in trades}
+    assert len(feeds) == 1 and len(feeds.pop()) == 16
+    # another processor (a restarted collector) is another feed
+    other = ListPublisher()
+    FeedProcessor("binance", ["BTCUSDT"], other).on_frame(trade, "c1", 6)
+    assert orjson.loads(other.sent[-1][1])["feed_id"] != trades[0].feed_id

@@ -65,3 +65,73 @@ def test_min_emit_interval_thins_the_output_but_not_the_state() -> None:
     assert len(out) == 300 and 0 < len(emitted) < 100
     gaps = np.diff([v.exchange_ts_us for v in emitted])
     assert (gaps >= 1_000_000).all()
+
+
+def _stamped(events: list[tuple], feed: str = "f1") -> list[tuple]:
+    """The two topics' messages as the collector stamps them (events in receive order)."""
+    books, trades, n = [], [], 0
+    for e in events:
+        if e[0] == "t":
+            n += 1
+            trades.append(("t", len(trades), e, feed, n))
+        else:
+            books.append(("b", len(books), e, feed, n))
+    return books + trades
+
+
+def _feed_stamped(pipe: SymbolPipeline, arrivals: list[tuple], out: list) -> None:
+    for topic, off, e, feed, n in arrivals:
+        if topic == "b":
+            pipe.add_book(off, e[5], e[3], e[4], e[1], e[2], "", feed, n)
+        else:
+            pipe.add_trade(off, e[1], e[2], e[3], e[4], feed, n)
+        pipe.release(out, [], [], [])
+
+
+def test_stamped_books_are_released_once_their_trades_are_taken_without_waiting() -> None:
+    series = generate(800, seed=5, mean_gap_us=300_000)
+    expected, _ = replay(FeatureState(), series.events)
+    stamped = _stamped(series.events)
+    books = [m for m in stamped if m[0] == "b"]
+    trades = [m for m in stamped if m[0] == "t"]
+    rng = random.Random(2)
+    pipe = SymbolPipeline("binance", "BTCUSDT", HOLD)
+    out: list = []
+    taken = 0  # trades fed so far
+    for b in books:
+        # a random share of the trades the book needs arrive before it, the rest after
+        need = b[4]
+        early = rng.randint(taken, need)
+        _feed_stamped(pipe, trades[taken:early], out)
+        taken = early
+        before = len(out)
+        _feed_stamped(pipe, [b], out)
+        if taken >= need:
+            assert len(out) == before + 1, "a book whose trades are all taken must not wait"
+        _feed_stamped(pipe, trades[taken:need], out)
+        taken = need
+        assert out[-1].book_seq == b[2][5]  # released as soon as its last trade came
+    assert len(out) == len(books)
+    np.testing.assert_allclose(np.array([v.values for v in out]), expected, rtol=1e-12)
+    assert pipe.late_trades == 0
+
+
+def test_a_trade_received_after_a_newer_book_is_counted_late() -> None:
+    series = generate(200, seed=6, mean_gap_us=300_000)
+    stamped = _stamped(series.events)
+    books = [m for m in stamped if m[0] == "b"]
+    trades = [m for m in stamped if m[0] == "t"]
+    pipe = SymbolPipeline("binance", "BTCUSDT", HOLD)
+    out: list = []
+    # the first book claims no trade before it, but a trade older than it comes afterwards
+    first = books[0]
+    _feed_stamped(pipe, [("b", 0, first[2], "f1", 0)], out)
+    assert len(out) == 1
+    older = ("t", 0, ("t", 1.0, 1.0, True, first[2][3] - 1), "f1", 1)
+    _feed_stamped(pipe, [older], out)
+    assert pipe.late_trades == 1
+    # an unstamped book still waits for the trade feed to pass it (or the hold)
+    plain = SymbolPipeline("binance", "BTCUSDT", HOLD)
+    plain.add_book(0, first[2][5], first[2][3], first[2][4], first[2][1], first[2][2], "")
+    plain.release(out := [], [], [], [])
+    assert out == [] and len(trades) > 0

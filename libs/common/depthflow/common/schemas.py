@@ -72,6 +72,18 @@ class Book(Message):
         description="top of book differs from the previous md.book of this symbol "
         "(the collector stores exactly these in collector.orderbook_data)",
     )
+    feed_id: str = Field(
+        default="",
+        description="the collector feed (one process's connection set for one exchange) that "
+        "published it; empty when unknown",
+    )
+    trades_before: int = Field(
+        default=0,
+        ge=0,
+        description="how many md.trades of this symbol the same feed published before this "
+        "book (the trades' feed_seq): a consumer holding trade feed_seq >= trades_before has "
+        "every trade the collector received before it, so it need not wait for the trade feed",
+    )
 
 
 class Trade(Message):
@@ -85,6 +97,10 @@ class Trade(Message):
     side: Side
     exchange_ts_us: int
     local_ts_us: int
+    feed_id: str = Field(default="", description="the collector feed that published it")
+    feed_seq: int = Field(
+        default=0, ge=0, description="1-based index among the feed's trades of this symbol"
+    )
 
 
 class Health(Message):

@@ -10,6 +10,10 @@ Per frame:
 - depth updates go through the symbol's sync machine; after each applied update that leaves
   a valid book, ``md.book`` gets top-of-book + top-N levels with ``tob_changed``.
 - trades go to ``md.trades``; gaps, resyncs, crossed/stale books to ``md.health``.
+- the feed stamps its output (``feed_id``: random per processor): each trade carries its
+  1-based index among this symbol's trades (``feed_seq``), each book how many of them were
+  published before it (``trades_before``). A consumer merging the two topics then knows when
+  it holds every trade the collector received before a book, without waiting on the clock.
 - a malformed frame goes to ``dlq.collector`` with its raw bytes; it is counted, never fatal.
 
 The processor asks for resyncs through ``request_resync(symbol, reason)``; the service
@@ -121,6 +125,8 @@ class _SymbolState:
         self.asks_json: orjson.Fragment | None = None
         self.received = 0
         self.applied = 0
+        # md.trades of this symbol published by this feed so far (the last one's feed_seq)
+        self.trades_published = 0
 
 
 class FeedProcessor:
@@ -302,9 +308,12 @@ class FeedProcessor:
         self._publish_raw(key, self.exchange, symbol, "trade", conn_id, recv_us, frame)
         produce = self.publisher.produce
         topic = self.topics.trades
+        state = self._states[symbol]
+        feed_id = self._trace_prefix
         for t in trades:
             if t.symbol != symbol:
                 continue  # one frame carries one topic; anything else is not ours to key
+            state.trades_published += 1
             produce(
                 topic,
                 orjson.dumps(
@@ -318,6 +327,8 @@ class FeedProcessor:
                         "side": t.side,
                         "exchange_ts_us": t.exchange_ts_us,
                         "local_ts_us": recv_us,
+                        "feed_id": feed_id,
+                        "feed_seq": state.trades_published,
                     }
                 ),
                 key,
@@ -424,6 +435,8 @@ class FeedProcessor:
                     "trace_id": trace,
                     "cross_seq": update.seq,
                     "tob_changed": changed,
+                    "feed_id": self._trace_prefix,
+                    "trades_before": state.trades_published,
                 }
             ),
             state.key,

@@ -194,6 +194,11 @@ class FeaturesService(Service):
         self.m_dead = m.counter("dead_lettered", "messages sent to dlq.features")
         self.m_skipped = m.counter("skipped", "replayed events skipped (offset or seq not newer)")
         self.m_checkpoints = m.counter("checkpoints", "state checkpoints written (then committed)")
+        self.m_late = m.counter(
+            "late_trades",
+            "trades taken after a book at or past their timestamp was computed (the merge "
+            "could not put them first: streaming differs from the batch computation there)",
+        )
         self.m_latency = UpdateLatency(
             "depthflow_features_update_latency_seconds",
             "feature computation time per book update",
@@ -563,6 +568,9 @@ class FeaturesService(Service):
             )
         self.vectors_total += len(vectors)
         out.n_vectors += len(vectors)
+        if pipe.late_trades:
+            self.m_late.inc(pipe.late_trades)
+            pipe.late_trades = 0
 
     async def handle(self, records: list[Consumed]) -> None:
         """Process one batch: compute, queue the rows and publish (acknowledged and durable
@@ -590,6 +598,8 @@ class FeaturesService(Service):
                         book.bids,
                         book.asks,
                         msg.trace_id or book.trace_id,
+                        book.feed_id,
+                        book.trades_before,
                     ):
                         skipped += 1
                     n_book += 1
@@ -597,7 +607,13 @@ class FeaturesService(Service):
                     trade = decode_trade(raw)
                     key, pipe = pipeline(trade.exchange, trade.symbol)
                     if not pipe.add_trade(
-                        msg.offset, trade.price, trade.qty, trade.is_buy, trade.exchange_ts_us
+                        msg.offset,
+                        trade.price,
+                        trade.qty,
+                        trade.is_buy,
+                        trade.exchange_ts_us,
+                        trade.feed_id,
+                        trade.feed_seq,
                     ):
                         skipped += 1
                     n_trade += 1

@@ -43,12 +43,19 @@ _BOOK_REQUIRED = frozenset(
 )
 _BOOK_FIELDS = frozenset(Book.model_fields)
 _TRADE_FIELDS = frozenset(Trade.model_fields)
-_TRADE_REQUIRED = _TRADE_FIELDS - {"schema_version"}
+_TRADE_REQUIRED = _TRADE_FIELDS - {"schema_version", "feed_id", "feed_seq"}
 _INF = float("inf")
 _MAX_LEVELS = 20
 
 assert _BOOK_REQUIRED <= _BOOK_FIELDS
-assert {"trace_id", "cross_seq", "tob_changed", "schema_version"} == _BOOK_FIELDS - _BOOK_REQUIRED
+assert {
+    "trace_id",
+    "cross_seq",
+    "tob_changed",
+    "feed_id",
+    "trades_before",
+    "schema_version",
+} == _BOOK_FIELDS - _BOOK_REQUIRED
 
 
 class BookIn(NamedTuple):
@@ -62,6 +69,8 @@ class BookIn(NamedTuple):
     bids: list[Any]
     asks: list[Any]
     trace_id: str
+    feed_id: str
+    trades_before: int
 
 
 class TradeIn(NamedTuple):
@@ -73,6 +82,8 @@ class TradeIn(NamedTuple):
     qty: float
     is_buy: bool
     exchange_ts_us: int
+    feed_id: str
+    feed_seq: int
 
 
 def _parse(topic: Topic[Any], data: Any) -> dict[str, Any] | None:
@@ -114,6 +125,8 @@ def _book_fast(obj: dict[str, Any]) -> BookIn | None:
     ts = obj["exchange_ts_us"]
     lts = obj["local_ts_us"]
     trace = obj.get("trace_id", "")
+    feed = obj.get("feed_id", "")
+    before = obj.get("trades_before", 0)
     bids = obj["bids"]
     asks = obj["asks"]
     if (
@@ -131,11 +144,14 @@ def _book_fast(obj: dict[str, Any]) -> BookIn | None:
         or type(trace) is not str
         or type(obj.get("cross_seq", 0)) is not int
         or type(obj.get("tob_changed", True)) is not bool
+        or type(feed) is not str
+        or type(before) is not int
+        or before < 0
         or not _levels_ok(bids)
         or not _levels_ok(asks)
     ):
         return None
-    return BookIn(ex, sym, seq, ts, lts, bids, asks, trace)
+    return BookIn(ex, sym, seq, ts, lts, bids, asks, trace, feed, before)
 
 
 def _trade_fast(obj: dict[str, Any]) -> TradeIn | None:
@@ -148,10 +164,15 @@ def _trade_fast(obj: dict[str, Any]) -> TradeIn | None:
     side = obj["side"]
     ts = obj["exchange_ts_us"]
     sym = obj["symbol"]
+    feed = obj.get("feed_id", "")
+    feed_seq = obj.get("feed_seq", 0)
     if (
         type(ex) is not str
         or ex not in _EXCHANGES
         or type(sym) is not str
+        or type(feed) is not str
+        or type(feed_seq) is not int
+        or feed_seq < 0
         or type(obj["trade_id"]) is not str
         or type(price) is not float
         or not 0.0 < price < _INF
@@ -162,7 +183,7 @@ def _trade_fast(obj: dict[str, Any]) -> TradeIn | None:
         or type(obj["local_ts_us"]) is not int
     ):
         return None
-    return TradeIn(ex, sym, price, qty, side == "buy", ts)
+    return TradeIn(ex, sym, price, qty, side == "buy", ts, feed, feed_seq)
 
 
 def decode_book(data: Any) -> BookIn:
@@ -183,6 +204,8 @@ def decode_book(data: Any) -> BookIn:
         [list(lv) for lv in book.bids],
         [list(lv) for lv in book.asks],
         book.trace_id,
+        book.feed_id,
+        book.trades_before,
     )
 
 
@@ -202,4 +225,6 @@ def decode_trade(data: Any) -> TradeIn:
         trade.qty,
         trade.side == "buy",
         trade.exchange_ts_us,
+        trade.feed_id,
+        trade.feed_seq,
     )

@@ -4,11 +4,21 @@
 table:
 
 - Merge: md.book and md.trades are two topics, so their interleaving on arrival is up to the
-  consumer. Books wait (in exchange time) until the trade feed has passed their timestamp,
-  then enter the engine after every trade at or before it: the batch mode's canonical order
-  ("by exchange timestamp, a trade before a book on equal timestamps"), so streaming output
-  equals the batch computation. A book that has waited ``hold_us`` of exchange time (a later
-  book arrived that much newer while the trade feed stayed behind) is processed anyway.
+  consumer. A book enters the engine after every trade at or before its timestamp: the batch
+  mode's canonical order ("by exchange timestamp, a trade before a book on equal
+  timestamps"), so streaming output equals the batch computation. A book is ready as soon as
+  no trade it should follow can still come:
+
+  - the collector stamped it (``feed_id``, ``trades_before``) and this symbol's trades up to
+    ``feed_seq == trades_before`` of the same feed are taken: everything the collector
+    received before the book is here (no waiting in the steady state);
+  - or the trade feed has passed its timestamp;
+  - or it has waited ``hold_us`` of exchange time (a later book arrived that much newer while
+    the trade feed stayed behind: unstamped input, or a trade lost on the way).
+
+  A trade that arrives after a book at or past its timestamp was computed (the exchange
+  delivered it late) still enters before the next book; it is counted (``late_trades``), as
+  that is where streaming and batch output differ.
 - Dedup: the Kafka offset of the last event taken from each topic is part of the state, and a
   book with ``seq <= last_seq`` is skipped; replays after a crash change nothing.
 - ``to_state``/``from_state``: the whole thing, pending events included, as plain JSON.
@@ -42,9 +52,21 @@ class PendingBook:
     bids: list[Any]
     asks: list[Any]
     trace_id: str
+    feed_id: str = ""
+    trades_before: int = 0
 
     def to_list(self) -> list[Any]:
-        return [self.offset, self.seq, self.ts, self.local_ts, self.bids, self.asks, self.trace_id]
+        return [
+            self.offset,
+            self.seq,
+            self.ts,
+            self.local_ts,
+            self.bids,
+            self.asks,
+            self.trace_id,
+            self.feed_id,
+            self.trades_before,
+        ]
 
 
 @dataclass(slots=True)
@@ -92,6 +114,11 @@ class SymbolPipeline:
         self.last_pending_seq: int | None = None
         self.last_emit_ts: int | None = None
         self.skipped = 0
+        # the collector feed of the last trade taken and its feed_seq (see the merge rule)
+        self.trade_feed = ""
+        self.trade_feed_seq = 0
+        self.released_ts: int | None = None  # timestamp of the last book computed
+        self.late_trades = 0  # since the service last took the count (not checkpointed)
 
     # -- input ---------------------------------------------------------------------------
 
@@ -104,6 +131,8 @@ class SymbolPipeline:
         bids: list[Any],
         asks: list[Any],
         trace_id: str,
+        feed_id: str = "",
+        trades_before: int = 0,
     ) -> bool:
         """Queue a book; False when it was seen before (offset or seq not newer)."""
         if offset <= self.book_offset:
@@ -113,17 +142,33 @@ class SymbolPipeline:
         if newest is not None and seq <= newest:
             self.skipped += 1
             return False
-        self.books.append(PendingBook(offset, seq, ts, local_ts, bids, asks, trace_id))
+        self.books.append(
+            PendingBook(offset, seq, ts, local_ts, bids, asks, trace_id, feed_id, trades_before)
+        )
         self.last_pending_seq = seq
         if self.book_wm is None or ts > self.book_wm:
             self.book_wm = ts
         return True
 
-    def add_trade(self, offset: int, price: float, qty: float, is_buy: bool, ts: int) -> bool:
+    def add_trade(
+        self,
+        offset: int,
+        price: float,
+        qty: float,
+        is_buy: bool,
+        ts: int,
+        feed_id: str = "",
+        feed_seq: int = 0,
+    ) -> bool:
         """Queue a trade; False when it was seen before (offset not newer)."""
         if offset <= self.trade_offset:
             return False
         self.trade_offset = offset
+        if feed_id:
+            self.trade_feed = feed_id
+            self.trade_feed_seq = feed_seq
+        if self.released_ts is not None and ts <= self.released_ts:
+            self.late_trades += 1
         self.trades.append([price, qty, is_buy, ts])
         if self.trade_wm is None or ts > self.trade_wm:
             self.trade_wm = ts
@@ -156,8 +201,16 @@ class SymbolPipeline:
             while books:
                 b = books[0]
                 tw = self.trade_wm
+                before = b.trades_before
                 ready = (
                     self.hold_us == 0
+                    or (
+                        b.feed_id != ""
+                        and (
+                            before == 0
+                            or (b.feed_id == self.trade_feed and self.trade_feed_seq >= before)
+                        )
+                    )
                     or (tw is not None and tw > b.ts)
                     or (self.book_wm is not None and self.book_wm - b.ts >= self.hold_us)
                     or len(books) > MAX_PENDING_BOOKS
@@ -166,6 +219,8 @@ class SymbolPipeline:
                     break
                 books.popleft()
                 self._apply_trades_until(b.ts, trade_rejects)
+                if self.released_ts is None or b.ts > self.released_ts:
+                    self.released_ts = b.ts
                 if engine.last_seq is not None and b.seq <= engine.last_seq:
                     self.skipped += 1
                     continue
@@ -214,6 +269,9 @@ class SymbolPipeline:
             "last_pending_seq": self.last_pending_seq,
             "last_emit_ts": self.last_emit_ts,
             "skipped": self.skipped,
+            "trade_feed": self.trade_feed,
+            "trade_feed_seq": self.trade_feed_seq,
+            "released_ts": self.released_ts,
         }
 
     @classmethod
@@ -231,4 +289,8 @@ class SymbolPipeline:
         p.last_pending_seq = s["last_pending_seq"]
         p.last_emit_ts = s["last_emit_ts"]
         p.skipped = int(s["skipped"])
+        # absent from states checkpointed before the feed stamps existed
+        p.trade_feed = s.get("trade_feed", "")
+        p.trade_feed_seq = int(s.get("trade_feed_seq", 0))
+        p.released_ts = s.get("released_ts")
         return p

@@ -66,6 +66,30 @@ class BinancePublisher:
 
     def publish(self, out: Outbox, now_ms: int) -> None:
         hub = self.hub
+        # trades first: the exchange pushes a trade as it happens, a depth diff when its
+        # interval ends, so a diff follows the trades it includes (the order the collector's
+        # feed stamps and the features merge relies on)
+        if out.trades and hub.has(self.agg_trade[0]):
+            ps, qs, sym = self.inst.price_str, self.inst.qty_str, self.sym
+            for t in out.trades:
+                hub.publish(
+                    self.agg_trade[0],
+                    orjson.dumps(
+                        {
+                            "e": "aggTrade",
+                            "E": now_ms,
+                            "s": sym,
+                            "a": t.trade_id,
+                            "p": ps(t.price),
+                            "q": qs(t.qty),
+                            "f": t.trade_id,
+                            "l": t.trade_id,
+                            "T": t.ts,
+                            "m": t.taker_side == ASK,
+                        }
+                    ),
+                    self.agg_trade[1],
+                )
         if out.events:
             topic, name = self.depth_topics["@depth@0ms"]
             if hub.has(topic):
@@ -110,27 +134,6 @@ class BinancePublisher:
                     agg.first = 0
         if hub.has(self.book_ticker[0]):
             self._book_ticker(now_ms)
-        if out.trades and hub.has(self.agg_trade[0]):
-            ps, qs, sym = self.inst.price_str, self.inst.qty_str, self.sym
-            for t in out.trades:
-                hub.publish(
-                    self.agg_trade[0],
-                    orjson.dumps(
-                        {
-                            "e": "aggTrade",
-                            "E": now_ms,
-                            "s": sym,
-                            "a": t.trade_id,
-                            "p": ps(t.price),
-                            "q": qs(t.qty),
-                            "f": t.trade_id,
-                            "l": t.trade_id,
-                            "T": t.ts,
-                            "m": t.taker_side == ASK,
-                        }
-                    ),
-                    self.agg_trade[1],
-                )
 
     def _per_update(self, out: Outbox, topic: str, name: str, now_ms: int) -> None:
         inst, sym, hub = self.inst, self.sym, self.hub
@@ -260,6 +263,38 @@ class BybitPublisher:
     def publish(self, out: Outbox, now_ms: int) -> None:
         hub = self.hub
         ps, qs = self.inst.price_str, self.inst.qty_str
+        # trades first, as on Binance: a depth delta follows the trades it includes
+        if out.trades:
+            data = []
+            for t in out.trades:
+                last = self._last_trade_price
+                if last is not None and t.price != last:
+                    self._tick_dir = "PlusTick" if t.price > last else "MinusTick"
+                elif last is not None:
+                    self._tick_dir = (
+                        "ZeroPlusTick" if self._tick_dir.endswith("PlusTick") else "ZeroMinusTick"
+                    )
+                self._last_trade_price = t.price
+                data.append(
+                    {
+                        "T": t.ts,
+                        "s": self.sym,
+                        "S": "Buy" if t.taker_side == BID else "Sell",
+                        "v": qs(t.qty),
+                        "p": ps(t.price),
+                        "L": self._tick_dir,
+                        "i": f"{self.sym}-{t.trade_id}",
+                        "BT": False,
+                        "seq": t.update_id,
+                    }
+                )
+            if hub.has("y:" + self.trade_topic):
+                hub.publish(
+                    "y:" + self.trade_topic,
+                    orjson.dumps(
+                        {"topic": self.trade_topic, "type": "snapshot", "ts": now_ms, "data": data}
+                    ),
+                )
         for st in self.depths.values():
             topic = "y:" + st.topic
             if not st.active:
@@ -294,36 +329,5 @@ class BybitPublisher:
                         [[ps(p), qs(q)] for p, q in st.bids.items()],
                         [[ps(p), qs(q)] for p, q in st.asks.items()],
                         now_ms,
-                    ),
-                )
-        if out.trades:
-            data = []
-            for t in out.trades:
-                last = self._last_trade_price
-                if last is not None and t.price != last:
-                    self._tick_dir = "PlusTick" if t.price > last else "MinusTick"
-                elif last is not None:
-                    self._tick_dir = (
-                        "ZeroPlusTick" if self._tick_dir.endswith("PlusTick") else "ZeroMinusTick"
-                    )
-                self._last_trade_price = t.price
-                data.append(
-                    {
-                        "T": t.ts,
-                        "s": self.sym,
-                        "S": "Buy" if t.taker_side == BID else "Sell",
-                        "v": qs(t.qty),
-                        "p": ps(t.price),
-                        "L": self._tick_dir,
-                        "i": f"{self.sym}-{t.trade_id}",
-                        "BT": False,
-                        "seq": t.update_id,
-                    }
-                )
-            if hub.has("y:" + self.trade_topic):
-                hub.publish(
-                    "y:" + self.trade_topic,
-                    orjson.dumps(
-                        {"topic": self.trade_topic, "type": "snapshot", "ts": now_ms, "data": data}
                     ),
                 )
