@@ -11,6 +11,8 @@ resident memory; at the end it stops the simulator, lets the pipeline drain and 
 - lag: max and final per group — bounded means it does not grow from the first to the last
   third of the run;
 - memory: RSS per process, first third vs last third (flat = growth under 20 %);
+- CPU: cores each process (with its children; the private Kafka broker and PostgreSQL
+  server too) used over the steady window — where the machine's cores go;
 - nothing dropped: the simulator's depth messages sent = the collector's received, every
   md.book message has its stored vector (bar the last books of each symbol that wait in the
   features merge buffer), every buy/sell signal reached the executor;
@@ -64,6 +66,43 @@ def _rss_mb(pid: int | None) -> float | None:
     except OSError:
         return None
     return None
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_by_process(roots: dict[str, int], infra_dir: str) -> dict[str, float]:
+    """CPU seconds (user + system, since start) of each stage process with its children, and
+    of the private Kafka broker and PostgreSQL server (every process whose command line, or an
+    ancestor's, names ``infra_dir``), from /proc; ``other`` is everything else on the machine."""
+    parent: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    cmd: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmd[int(entry.name)] = (entry / "cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        pid = int(entry.name)
+        parent[pid] = int(fields[1])
+        cpu[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    by_pid = {pid: name for name, pid in roots.items()}
+    totals: dict[str, float] = dict.fromkeys([*roots, "kafka", "postgres", "other"], 0.0)
+    for pid, seconds in cpu.items():
+        name = None
+        walk: int | None = pid
+        while walk and name is None:
+            if walk in by_pid:
+                name = by_pid[walk]
+            elif infra_dir in cmd.get(walk, ""):
+                name = "kafka" if "java" in cmd[walk] else "postgres"
+            walk = parent.get(walk)
+        totals[name or "other"] += seconds
+    return totals
 
 
 def _total(bootstrap: str, topic: str) -> int:
@@ -189,6 +228,11 @@ def run() -> dict[str, Any]:
             "executor": ("executor", ["signals.v1"]),
         }
         samples: list[dict[str, Any]] = []
+        cpu_marks: dict[str, dict[str, float]] = {}
+
+        def _roots() -> dict[str, int]:
+            return {n: p.proc.pid for n in STAGES if (p := pipe[n]).proc is not None}
+
         marks: dict[str, tuple[float, dict[str, int]]] = {}
         topics = ("md.depth.raw", "md.book", "features.v1", "signals.v1", "orders.v1")
         while time.monotonic() - started < SECONDS:
@@ -201,11 +245,13 @@ def run() -> dict[str, Any]:
             samples.append({"t": round(t, 1), "lag": lag, "rss_mb": rss})
             if "start" not in marks and t >= WARMUP_S:
                 marks["start"] = (t, {tp: _total(infra.bootstrap, tp) for tp in topics})
+                cpu_marks["start"] = _cpu_by_process(_roots(), str(infra.dir))
             print(f"  e2e t={t:5.0f}s lag={lag} rss={rss}", file=sys.stderr, flush=True)
         marks["end"] = (
             time.monotonic() - started,
             {tp: _total(infra.bootstrap, tp) for tp in topics},
         )
+        cpu_marks["end"] = _cpu_by_process(_roots(), str(infra.dir))
         _, sim_status = http_json(f"{pipe.sim_url}/sim/status")
         collector = scrape(pipe.metrics_url("collector-binance"))
         # stop the market, let every stage drain
@@ -221,6 +267,11 @@ def run() -> dict[str, Any]:
         (t0, start), (t1, end) = marks["start"], marks["end"]
         window = t1 - t0
         rates = {tp: round((end[tp] - start[tp]) / window, 1) for tp in topics}
+        # cores each process used over the steady window (2 = the whole machine here)
+        cores = {
+            n: round((cpu_marks["end"][n] - cpu_marks["start"].get(n, 0.0)) / window, 3)
+            for n in cpu_marks["end"]
+        }
         latencies = _latencies(infra.bootstrap, infra.dsn, steady_from_us)
         thirds = max(1, len(samples) // 3)
 
@@ -285,6 +336,7 @@ def run() -> dict[str, Any]:
             "lag_records": lag,
             "drain_s": drain_s,
             "memory": memory,
+            "cpu_cores": cores,
             "e2e_latency_ms": {
                 "orders": len(latencies["total"]),
                 **pct(latencies["total"]),

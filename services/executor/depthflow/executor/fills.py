@@ -185,6 +185,11 @@ class FillSimulator:
     _now_us: int = 0
     _seen: set[str] = field(default_factory=set, repr=False)
 
+    @property
+    def idle(self) -> bool:
+        """No order working or in flight: a new book only replaces the current one."""
+        return not self._orders and not self._timeline
+
     # --- inputs ------------------------------------------------------------------------
 
     def submit(self, order: SimOrder) -> list[SimEvent]:

@@ -75,3 +75,31 @@ async def test_paper_signal_becomes_one_filled_order(
 
 async def _count(value: bool) -> bool:
     return value
+
+
+async def test_paper_venue_decodes_an_idle_symbols_newest_book_only_when_needed(
+    bus: Bus, make_settings, run_executor
+) -> None:
+    """Books of a symbol with nothing working are kept undecoded; the newest one is what an
+    order meets, and garbage after it never replaces a good book."""
+    settings = make_settings("paper")
+    async with run_executor(settings) as svc:
+        venue = svc.venue
+        bus.book("ETHUSDT", [(100.0, 1.0)], [(101.0, 1.0)])
+        await venue.wait_for_book("ETHUSDT")  # type: ignore[attr-defined]
+        bus.book("ETHUSDT", [(200.0, 1.0)], [(201.0, 1.0)])
+
+        async def newest() -> bool:
+            return await venue.best_prices("ETHUSDT") == (200.0, 201.0)
+
+        await eventually_async(newest, timeout=10, what="the newest book")
+        assert "ETHUSDT" not in venue._raw  # type: ignore[attr-defined]  # decoded on demand
+        bus.producer.produce(bus.topics["book"], b"{not json", b"binance:ETHUSDT")
+        bus.producer.flush(10)
+
+        async def garbage_kept() -> bool:
+            return "ETHUSDT" in venue._raw  # type: ignore[attr-defined]
+
+        await eventually_async(garbage_kept, timeout=10, what="the garbage record consumed")
+        assert await venue.best_prices("ETHUSDT") == (200.0, 201.0)
+        assert venue.latest_book("ETHUSDT").bid_price == 200.0  # type: ignore[attr-defined]

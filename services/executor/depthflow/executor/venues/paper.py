@@ -109,6 +109,10 @@ class PaperVenue(Venue):
         self._warmup = warmup
         self._max_age_s = max_book_age_s
         self._books: dict[str, tuple[Book, float]] = {}
+        # the newest md.book value of a symbol whose fill model is idle, not yet decoded:
+        # (value, monotonic time seen, book time); decoded when the symbol is next needed
+        self._raw: dict[str, tuple[bytes, float, int]] = {}
+        self._key_prefix = f"{exchange}:".encode()
         self._sims: dict[str, FillSimulator] = {}
         self._orders: dict[str, _PaperOrder] = {}
         self._last_ts: dict[str, int] = {}
@@ -154,25 +158,53 @@ class PaperVenue(Venue):
     async def wait_for_book(self, symbol: str, timeout: float = 10.0) -> None:
         """Wait until a book of ``symbol`` has been seen (tests, start-up)."""
         deadline = time.monotonic() + timeout
-        while symbol not in self._books:
+        while symbol not in self._books and symbol not in self._raw:
             if time.monotonic() > deadline:
                 raise VenueUnavailable(f"no {self.exchange} book of {symbol}")
             await asyncio.sleep(0.02)
 
     # ---- the book feed ------------------------------------------------------------------
     async def _consume(self) -> None:
+        """Every md.book of this exchange. A symbol with nothing working in its fill model
+        only needs its newest book, so that one is kept as received and decoded when the
+        symbol is next needed (most books of most symbols are never decoded)."""
         assert self._consumer is not None
+        prefix = self._key_prefix
         while True:
             batch = await self._consumer.getmany(timeout_ms=200, max_records=500)
             for records in batch.values():
                 for rec in records:
-                    try:
-                        book = BOOK.decode(rec.value)
-                    except Exception as exc:
-                        log.warning("bad md.book record", extra={"error": str(exc)[:200]})
-                        continue
-                    if book.exchange == self.exchange:
-                        self._on_book(book)
+                    key = rec.key
+                    if key is not None and key.startswith(prefix) and rec.value is not None:
+                        symbol = key[len(prefix) :].decode(errors="replace")
+                        sim = self._sims.get(symbol)
+                        if sim is None or sim.idle:
+                            self.books_seen += 1
+                            self._raw[symbol] = (rec.value, time.monotonic(), self._ts(symbol))
+                            continue
+                    book = self._decode(rec.value)
+                    if book is not None and book.exchange == self.exchange:
+                        self.books_seen += 1
+                        self._raw.pop(book.symbol, None)
+                        self._on_book(book, time.monotonic(), self._ts(book.symbol))
+
+    @staticmethod
+    def _decode(value: bytes | None) -> Book | None:
+        try:
+            return BOOK.decode(value)
+        except Exception as exc:
+            log.warning("bad md.book record", extra={"error": str(exc)[:200]})
+            return None
+
+    def _materialise(self, symbol: str) -> None:
+        """Decode the symbol's book kept undecoded, if any (a bad one leaves the previous)."""
+        raw = self._raw.pop(symbol, None)
+        if raw is None:
+            return
+        value, seen, ts = raw
+        book = self._decode(value)
+        if book is not None and book.exchange == self.exchange and book.symbol == symbol:
+            self._on_book(book, seen, ts)
 
     def _ts(self, symbol: str) -> int:
         ts = max(_now_us(), self._last_ts.get(symbol, 0))
@@ -185,17 +217,17 @@ class PaperVenue(Venue):
             sim = self._sims[symbol] = FillSimulator(self.config)
         return sim
 
-    def _on_book(self, book: Book) -> None:
-        self.books_seen += 1
-        self._books[book.symbol] = (book, time.monotonic())
+    def _on_book(self, book: Book, seen: float, ts_us: int) -> None:
+        self._books[book.symbol] = (book, seen)
         snap = BookSnapshot(
-            self._ts(book.symbol),
+            ts_us,
             [(price, qty) for price, qty in book.bids],
             [(price, qty) for price, qty in book.asks],
         )
         self._handle(self._sim(book.symbol).on_book(snap))
 
     def latest_book(self, symbol: str) -> Book | None:
+        self._materialise(symbol)
         entry = self._books.get(symbol)
         return entry[0] if entry else None
 
@@ -247,6 +279,7 @@ class PaperVenue(Venue):
         return KNOWN_SPECS.get(symbol) or SymbolSpec(symbol, 1e-4, 1e-4, 0.0, 0.0)
 
     async def best_prices(self, symbol: str) -> tuple[float, float]:
+        self._materialise(symbol)
         entry = self._books.get(symbol)
         if entry is None:
             raise VenueUnavailable(f"no {self.exchange} book of {symbol} yet")
@@ -258,6 +291,7 @@ class PaperVenue(Venue):
     async def place_order(self, order: NewOrder) -> OrderReport:
         if order.client_order_id in self._orders:
             raise VenueRejected("duplicate", f"client order id {order.client_order_id} exists")
+        self._materialise(order.symbol)
         if order.symbol not in self._books:
             raise VenueRejected("no_book", f"no book of {order.symbol}")
         po = _PaperOrder(order, f"paper-{next(self._ids)}")
