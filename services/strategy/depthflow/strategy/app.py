@@ -433,8 +433,10 @@ class StrategyService(Service):
         signals = self.decide(vectors)
         if not signals:
             return None
-        await self._store(signals)
-        await self._publish(signals)
+        # both before the offsets are committed, neither waits for the other: a crash between
+        # them replays the batch, and the signal ids (deterministic) make the repeat harmless
+        # (ON CONFLICT DO NOTHING here, the executor's signal dedup there)
+        await asyncio.gather(self._store(signals), self._publish(signals))
         for sig in signals:
             self.metrics.signals.labels(sig.strategy, sig.side).inc()
         self.signals_published += len(signals)
