@@ -253,7 +253,26 @@ def run() -> dict[str, Any]:
         )
         cpu_marks["end"] = _cpu_by_process(_roots(), str(infra.dir))
         _, sim_status = http_json(f"{pipe.sim_url}/sim/status")
+        features_detail: dict[str, Any] = {}
+        for _key, value in read_topic(infra.bootstrap, "status.v1"):
+            beat = orjson.loads(value) if value else {}
+            if beat.get("service") == "features":
+                features_detail = beat.get("detail") or {}
         collector = scrape(pipe.metrics_url("collector-binance"))
+        features_metrics = scrape(pipe.metrics_url("features"))
+
+        def per_call_ms(name: str) -> float | None:
+            n = metric_sum(features_metrics, f"{name}_count")
+            return round(metric_sum(features_metrics, f"{name}_sum") / n * 1000, 2) if n else None
+
+        features_calls = {
+            "batch_ms_mean": per_call_ms("depthflow_features_batch_seconds"),
+            "batches": metric_sum(features_metrics, "depthflow_features_batch_seconds_count"),
+            "checkpoint_ms_mean": per_call_ms("depthflow_features_checkpoint_seconds"),
+            "checkpoints": metric_sum(
+                features_metrics, "depthflow_features_checkpoint_seconds_count"
+            ),
+        }
         # stop the market, let every stage drain
         pipe["sim"].stop()
         drained_at = time.monotonic()
@@ -337,6 +356,7 @@ def run() -> dict[str, Any]:
             "drain_s": drain_s,
             "memory": memory,
             "cpu_cores": cores,
+            "features_worker": features_calls,
             "e2e_latency_ms": {
                 "orders": len(latencies["total"]),
                 **pct(latencies["total"]),
@@ -346,6 +366,12 @@ def run() -> dict[str, Any]:
                 "signal_to_order": pct(latencies["to_order"]),
                 "exchange_to_order_sent": pct(latencies["to_sent"]),
                 "stages": {
+                    # md.book record time -> the features batch that took it (the worker's
+                    # own window of recent books, from its last heartbeat)
+                    "features_book_delay_ms": {
+                        "p50": features_detail.get("book_delay_ms_p50"),
+                        "p99": features_detail.get("book_delay_ms_p99"),
+                    },
                     "exchange_to_collector": pct(latencies["to_collector"]),
                     "collector_to_vector": pct(latencies["to_vector"]),
                     "vector_to_signal": pct(latencies["to_decision"]),

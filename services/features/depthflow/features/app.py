@@ -211,6 +211,13 @@ class FeaturesService(Service):
             (1e-5, 2.5e-5, 5e-5, 7.5e-5, 1e-4, 1.5e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 2.5e-2),
             m.registry,
         )
+        self.m_input_delay = UpdateLatency(
+            "depthflow_features_book_delay_seconds",
+            "md.book record time (the collector's produce) to the end of the batch that took "
+            "it: Kafka delivery and batching (ms resolution: Kafka timestamps are ms)",
+            (1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 1e-1, 2.5e-1, 5e-1, 1.0, 5.0),
+            m.registry,
+        )
         # resolved once: a labelled child per batch is a dict lookup under a lock
         self.m_events_book = self.m_events.labels("book")
         self.m_events_trade = self.m_events.labels("trade")
@@ -345,7 +352,9 @@ class FeaturesService(Service):
             detail["cpu_s_since_first_batch"] = round(self._cpu_last - self._cpu_first, 4)
         p50, p99 = self.m_latency.percentiles_us(50, 99)
         c50, c99 = self.m_cost.percentiles_us(50, 99)
+        d50, d99 = self.m_input_delay.percentiles_us(50, 99)
         detail["update_us_p50"], detail["update_us_p99"] = p50, p99
+        detail["book_delay_ms_p50"], detail["book_delay_ms_p99"] = d50 / 1000, d99 / 1000
         detail["batch_us_per_vector_p50"], detail["batch_us_per_vector_p99"] = c50, c99
         return self.state.value, self.ready, detail
 
@@ -583,6 +592,7 @@ class FeaturesService(Service):
         out = Outputs()
         touched: dict[bytes, tuple[SymbolPipeline, int]] = {}
         pipeline = self._pipeline
+        book_times: list[int] = []  # the books' record times (ms)
         n_book = n_trade = skipped = 0
         for msg in records:
             raw = msg.raw
@@ -603,6 +613,7 @@ class FeaturesService(Service):
                     ):
                         skipped += 1
                     n_book += 1
+                    book_times.append(msg.timestamp_ms)
                 else:
                     trade = decode_trade(raw)
                     key, pipe = pipeline(trade.exchange, trade.symbol)
@@ -625,6 +636,9 @@ class FeaturesService(Service):
             touched[key] = (pipe, msg.partition)
         for key, (pipe, partition) in touched.items():
             self._collect(key, pipe, partition, out)
+        if book_times:  # record time -> end of the batch that took it
+            done_ms = time.time_ns() // 1_000_000
+            self.m_input_delay.observe_ns([max(0, done_ms - t) * 1_000_000 for t in book_times])
         self._dirty.update(touched)
         if s.store_vectors and out.vector_rows:
             assert self._vectors is not None
