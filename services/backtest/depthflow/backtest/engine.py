@@ -166,7 +166,7 @@ class GapRecord:
     cancelled_orders: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class SymbolState:
     key: str
     exchange: str
@@ -542,9 +542,13 @@ class BacktestEngine:
                 if e.kind != HEALTH and e.key in self._uncreated:
                     self._sym(e)
         syms = self.syms
-        plans = self._plans
-        trade_ok = self._trade_ok
-        marks = self._marks
+        # per symbol, one lookup: its state, and per book its plan and marks, per trade
+        # whether it was accepted
+        walk = {
+            key: (s, self._plans[key], self._marks[key], self._trade_ok[key])
+            for key, s in syms.items()
+            if key in self._plans
+        }
         refusals = self.refusals
         next_sample = self._next_sample
         for e in events:
@@ -554,10 +558,10 @@ class BacktestEngine:
                 next_sample = self._next_sample
             kind = e.kind
             if kind == BOOK:
-                key = e.key
-                s = syms[key]
+                s, plans, marks, _ = walk[e.key]
                 s.books += 1
-                plan = plans[key][e.idx]
+                idx = e.idx
+                plan = plans[idx]
                 if plan < _ACCEPTED:
                     if plan == _SKIP:
                         s.books_skipped += 1
@@ -566,23 +570,23 @@ class BacktestEngine:
                     continue
                 if not s.valid:
                     self._close_gap(s, ts)
-                s.bid, s.ask, s.mid = marks[key][e.idx]
+                s.bid, s.ask, s.mid = marks[idx]
                 if s.open_orders:
-                    s.sim_book_idx = e.idx
+                    s.sim_book_idx = idx
                     self._apply(s, s.sim.on_book(BookSnapshot(ts, e.bids, e.asks)))  # type: ignore[union-attr]
                 if plan != _ACCEPTED:
                     s.vectors += 1
                     if plan == _SIGNAL:
-                        code = self.vectors[key].book_code[e.idx]
+                        key = e.key
+                        code = self.vectors[key].book_code[idx]
                         v, d = self.decided[key].decisions[code]
                         self._on_signal(s, v, d, e)
                     elif plan != _KEPT:
                         refusals[_REFUSED[plan]] += 1
             elif kind == TRADE:
-                key = e.key
-                s = syms[key]
+                s, _, _, trade_ok = walk[e.key]
                 s.trades += 1
-                if not trade_ok[key][e.idx]:
+                if not trade_ok[e.idx]:
                     s.trades_rejected += 1
                 if s.open_orders:
                     side = "buy" if e.is_buy else "sell"  # type: ignore[union-attr]

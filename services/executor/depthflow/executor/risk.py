@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
+from functools import cache
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,9 +84,15 @@ class SymbolSpec:
 
 def _round_to_step(value: float, step: float, rounding: str) -> float:
     # Decimal on the repr of both values: 0.3 / 0.1 must be 3 lots, not 2.
-    d_step = Decimal(repr(step))
+    d_step = _decimal_step(step)
     steps = (Decimal(repr(value)) / d_step).to_integral_value(rounding=rounding)
     return float(steps * d_step)
+
+
+@cache
+def _decimal_step(step: float) -> Decimal:
+    # a venue has a handful of tick and lot sizes: converted once each
+    return Decimal(repr(step))
 
 
 class RejectReason(StrEnum):
@@ -164,6 +171,9 @@ class RiskDecision:
         return RiskDecision(False, reason, detail)
 
 
+_NO_EXPOSURE = SymbolExposure()
+
+
 def _counted(e: SymbolExposure) -> bool:
     return e.worst_case > _EPS
 
@@ -203,11 +213,13 @@ def evaluate(
             f"qty {intent.qty} / {notional:.4f} USDT below venue min_qty {spec.min_qty} "
             f"/ min_notional {spec.min_notional}",
         )
-    current = exposures.get(intent.symbol, SymbolExposure())
+    current = exposures.get(intent.symbol, _NO_EXPOSURE)
     after = current.with_order(intent.side, notional)
-    total_after = total_exposure(exposures) - current.worst_case + after.worst_case
-    count_after = open_positions(exposures) - _counted(current) + _counted(after)
-    if after.worst_case <= current.worst_case + _EPS:
+    current_worst, after_worst = current.worst_case, after.worst_case
+    current_counted = current_worst > _EPS  # _counted(current)
+    total_after = total_exposure(exposures) - current_worst + after_worst
+    count_after = open_positions(exposures) - current_counted + (after_worst > _EPS)
+    if after_worst <= current_worst + _EPS:
         return RiskDecision(True, None, "does not raise exposure", total_after, count_after)
     if state.kill_switch:
         return RiskDecision.reject(RejectReason.KILL_SWITCH, "kill switch is on")
@@ -216,7 +228,7 @@ def evaluate(
             RejectReason.DAILY_LOSS_LIMIT,
             f"daily PnL {state.daily_pnl:.2f} <= -{limits.daily_loss_limit_usdt}",
         )
-    if not _counted(current) and count_after > limits.max_open_positions:
+    if not current_counted and count_after > limits.max_open_positions:
         return RiskDecision.reject(
             RejectReason.MAX_OPEN_POSITIONS,
             f"{count_after} > MAX_OPEN_POSITIONS {limits.max_open_positions}",
@@ -227,10 +239,10 @@ def evaluate(
             f"{total_after:.2f} USDT > MAX_EXPOSURE_USDT {limits.max_exposure_usdt}",
         )
     cap = limits.symbol_cap(intent.symbol)
-    if after.worst_case > cap + _EPS:
+    if after_worst > cap + _EPS:
         return RiskDecision.reject(
             RejectReason.SYMBOL_EXPOSURE,
-            f"{intent.symbol} {after.worst_case:.2f} USDT > cap {cap}",
+            f"{intent.symbol} {after_worst:.2f} USDT > cap {cap}",
         )
     return RiskDecision(True, None, "", total_after, count_after)
 
@@ -254,10 +266,11 @@ def headroom_usdt(
     exposures: Mapping[str, SymbolExposure], symbol: str, side: Side, limits: RiskLimits
 ) -> float:
     """The largest notional an order on ``symbol``/``side`` may add within the exposure caps."""
-    current = exposures.get(symbol, SymbolExposure())
-    if not _counted(current) and open_positions(exposures) >= limits.max_open_positions:
+    current = exposures.get(symbol, _NO_EXPOSURE)
+    current_worst = current.worst_case
+    if not current_worst > _EPS and open_positions(exposures) >= limits.max_open_positions:
         return 0.0
-    others = total_exposure(exposures) - current.worst_case
+    others = total_exposure(exposures) - current_worst
     bound = min(limits.symbol_cap(symbol), limits.max_exposure_usdt - others)
     edge = (
         current.position + current.pending_buy
@@ -340,7 +353,7 @@ class RiskLedger:
             if h.qty:
                 out[symbol] = SymbolExposure(position=h.qty * h.mark)
         for r in self._reserved.values():
-            e = out.get(r.symbol, SymbolExposure())
+            e = out.get(r.symbol, _NO_EXPOSURE)
             out[r.symbol] = e.with_order(r.side, r.remaining_qty * r.price)
         return out
 
