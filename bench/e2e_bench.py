@@ -356,7 +356,7 @@ def run() -> dict[str, Any]:
             "drain_s": drain_s,
             "memory": memory,
             "cpu_cores": cores,
-            "features_worker": features_calls,
+            "features_worker": {**features_calls, "last_heartbeat": features_detail},
             "e2e_latency_ms": {
                 "orders": len(latencies["total"]),
                 **pct(latencies["total"]),
