@@ -125,6 +125,7 @@ class CopyWriter:
         self._write_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self.rows_added = 0  # every row ever buffered (``mark``)
         self.rows_written = 0
         self.batches_written = 0
         self.retries = 0
@@ -153,6 +154,7 @@ class CopyWriter:
             async with self._room:
                 await self._room.wait_for(lambda: len(self._buffer) < self._max_buffered)
         self._buffer.append(row)
+        self.rows_added += 1
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
 
@@ -162,12 +164,23 @@ class CopyWriter:
             async with self._room:
                 await self._room.wait_for(lambda: len(self._buffer) < self._max_buffered)
         self._buffer.extend(rows)
+        self.rows_added += len(rows)
         if len(self._buffer) >= self._batch_size:
             self._wake.set()
 
     async def flush(self) -> None:
         """Write everything buffered so far; returns once it is durable in PostgreSQL."""
         while self._buffer:
+            await self._write_one_batch()
+
+    def mark(self) -> int:
+        """How many rows were buffered so far (for ``flush_through``)."""
+        return self.rows_added
+
+    async def flush_through(self, mark: int) -> None:
+        """Write at least the first ``mark`` rows ever buffered (rows are written in order),
+        not waiting for rows buffered later; returns once they are durable."""
+        while self.rows_written < mark and self._buffer:
             await self._write_one_batch()
 
     async def _flush_loop(self) -> None:

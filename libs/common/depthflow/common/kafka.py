@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -93,7 +95,17 @@ class Producer:
     as ``ProduceError`` by the next ``produce``/``flush``.
     """
 
-    def __init__(self, settings: KafkaSettings, client_id: str, **overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        client_id: str,
+        *,
+        track_delivery: bool = False,
+        **overrides: Any,
+    ) -> None:
+        """``track_delivery``: number every message so that ``delivered_through(mark())``
+        can wait for exactly the messages produced so far (not for later ones, as
+        ``flush`` does); costs a callback object per message."""
         conf: dict[str, Any] = {
             **settings.confluent_config(),
             "client.id": client_id,
@@ -110,6 +122,10 @@ class Producer:
         self._producer = CProducer(conf)
         self._failures: list[str] = []
         self.delivered = 0
+        self._track = track_delivery
+        self._produced = 0  # messages numbered so far (track_delivery)
+        self._undelivered: deque[int] = deque()  # their numbers, in produce order
+        self._reported: set[int] = set()  # numbers reported out of order, not yet popped
 
     def _on_delivery(self, err: CKafkaError | None, msg: Any) -> None:
         if err is not None:
@@ -138,8 +154,21 @@ class Producer:
         produce = self._producer.produce
         while True:
             try:
+                if self._track:
+                    number = self._produced + 1
+                    produce(
+                        topic,
+                        value,
+                        key,
+                        partition=partition,
+                        headers=cast("_CHeaders", headers),
+                        timestamp=timestamp_ms,
+                        on_delivery=functools.partial(self._on_tracked, number),
+                    )
+                    self._produced = number
+                    self._undelivered.append(number)
                 # keyword arguments cost librdkafka's binding ~0.5 µs: only the ones given
-                if partition < 0 and not timestamp_ms:
+                elif partition < 0 and not timestamp_ms:
                     if headers is None:
                         produce(topic, value, key)
                     else:
@@ -156,6 +185,36 @@ class Producer:
                 return
             except BufferError:
                 self._producer.poll(0.05)
+
+    def _on_tracked(self, number: int, err: CKafkaError | None, msg: Any) -> None:
+        self._on_delivery(err, msg)
+        undelivered = self._undelivered
+        if undelivered and undelivered[0] == number:
+            undelivered.popleft()
+            reported = self._reported
+            while undelivered and undelivered[0] in reported:
+                reported.discard(undelivered.popleft())
+        else:
+            self._reported.add(number)
+
+    def mark(self) -> int:
+        """The number of the last message produced so far (``track_delivery``)."""
+        return self._produced
+
+    async def delivered_through(self, mark: int, timeout: float = 120.0) -> None:
+        """Wait (serving delivery reports from this thread) until every message up to
+        ``mark`` is acknowledged, or raise ``ProduceError`` (a failure, or the timeout)."""
+        if not self._track:
+            raise RuntimeError("delivered_through needs Producer(track_delivery=True)")
+        deadline = time.monotonic() + timeout
+        while True:
+            self._producer.poll(0)
+            self._raise_failures()
+            if not self._undelivered or self._undelivered[0] > mark:
+                return
+            if time.monotonic() > deadline:
+                raise ProduceError(f"messages up to {mark} not acknowledged within {timeout}s")
+            await asyncio.sleep(0.001)
 
     def poll(self, timeout: float = 0.0) -> int:
         """Serve delivery reports; cheap to call often."""
@@ -181,8 +240,7 @@ class AsyncProducer:
             client_id=client_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=int(settings.producer_linger_ms),
-            **overrides,
+            **{"linger_ms": int(settings.producer_linger_ms), **overrides},
         )
 
     async def start(self) -> None:
@@ -227,6 +285,10 @@ class Consumed:
 Rejects = Sequence[tuple[Consumed, str]]
 BatchHandler = Callable[[list[Consumed]], Awaitable[Rejects | None]]
 Checkpoint = Callable[[], Awaitable[None]]
+# a checkpoint in two parts: the first (awaited with the loop held) takes what must be made
+# durable and returns the second, which makes it durable while the loop goes on
+Completion = Callable[[], Awaitable[None]]
+PreparedCheckpoint = Callable[[], Awaitable[Completion]]
 PartitionsHook = Callable[[set[TopicPartition]], Awaitable[None]]
 
 
@@ -258,6 +320,13 @@ class ConsumerLoop:
     per-partition state restores it there). Records fetched for a partition this member no
     longer owns (or does not own yet) are dropped, never handled: the owner reads them
     again from the committed offset.
+
+    ``prepare_commit`` (instead of ``before_commit``) takes the checkpoint off the hot path:
+    it snapshots what is handled so far and returns a completion that makes that durable;
+    the loop keeps handling batches while the completion runs, then commits exactly the
+    offsets of the snapshot. One checkpoint runs at a time; revocation and shutdown wait for
+    it (and then checkpoint the rest in the foreground); a failed completion stops the loop
+    (its offsets are never committed).
     """
 
     def __init__(
@@ -277,6 +346,7 @@ class ConsumerLoop:
         lag_interval_s: float = 1.0,
         commit_interval_s: float = 0.0,
         before_commit: Checkpoint | None = None,
+        prepare_commit: PreparedCheckpoint | None = None,
         on_assigned: PartitionsHook | None = None,
         on_revoked: PartitionsHook | None = None,
         **overrides: Any,
@@ -296,7 +366,12 @@ class ConsumerLoop:
         self._poll_timeout_ms = poll_timeout_ms
         self.stats = ConsumerStats()
         self._commit_interval_s = commit_interval_s
+        if before_commit is not None and prepare_commit is not None:
+            raise ValueError("before_commit or prepare_commit, not both")
         self._before_commit = before_commit
+        self._prepare_commit = prepare_commit
+        # the checkpoint completing in the background (prepare_commit), if any
+        self._pending_checkpoint: asyncio.Task[None] | None = None
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
         # handled, not yet committed: partition -> next offset
@@ -322,6 +397,10 @@ class ConsumerLoop:
         await self._consumer.start()
 
     async def stop(self) -> None:
+        task = self._pending_checkpoint
+        if task is not None and not task.done():  # its offsets stay uncommitted: replayed
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
         await self._consumer.stop()
 
     async def _revoked(self, revoked: set[TopicPartition]) -> None:
@@ -420,7 +499,7 @@ class ConsumerLoop:
                 timeout_ms=self._poll_timeout_ms, max_records=limit
             )
             if not batch:
-                if self._uncommitted:
+                if self._uncommitted or self._pending_checkpoint is not None:
                     async with self._lock:
                         await self._commit(force=False)
                 if idle_timeout is not None and time.monotonic() - last_seen >= idle_timeout:
@@ -459,16 +538,48 @@ class ConsumerLoop:
 
     async def _commit(self, force: bool) -> None:
         """Commit the handled offsets when due (always when ``force``), after the
-        ``before_commit`` checkpoint. Called with ``_lock`` held. Never after a handler
+        ``before_commit`` checkpoint (or start a ``prepare_commit`` one that commits when
+        complete; ``force`` waits for it). Called with ``_lock`` held. Never after a handler
         failed: its partial work must not be checkpointed; the batch is replayed."""
+        task = self._pending_checkpoint
+        if task is not None:
+            if not task.done() and not force:
+                return  # one checkpoint at a time; this one is due again when it is done
+            self._pending_checkpoint = None
+            try:
+                await task  # raises what the completion raised: the loop stops
+            except BaseException:
+                self._failed = True
+                raise
         if not self._uncommitted or self._failed:
             return
         if not force and time.monotonic() < self._commit_due:
+            return
+        if self._prepare_commit is not None:
+            complete = await self._prepare_commit()
+            offsets, self._uncommitted = self._uncommitted, {}
+            self._commit_due = time.monotonic() + self._commit_interval_s
+            if force:
+                await complete()
+                await self._commit_offsets(offsets)
+            else:
+                self._pending_checkpoint = asyncio.create_task(
+                    self._complete_and_commit(complete, offsets), name="checkpoint"
+                )
             return
         if self._before_commit is not None:
             await self._before_commit()
         offsets, self._uncommitted = self._uncommitted, {}
         self._commit_due = time.monotonic() + self._commit_interval_s
+        await self._commit_offsets(offsets)
+
+    async def _complete_and_commit(
+        self, complete: Completion, offsets: dict[TopicPartition, int]
+    ) -> None:
+        await complete()
+        await self._commit_offsets(offsets)
+
+    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self._consumer.commit(offsets)
             self.stats.commits += 1

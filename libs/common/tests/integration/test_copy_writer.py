@@ -137,3 +137,35 @@ async def test_back_pressure_bounds_the_buffer(pg_settings, fresh_schema):
         await pool.close()
     assert count == 5000
     assert peak <= 300 + 50
+
+
+async def test_flush_through_writes_the_rows_before_the_mark_not_those_after(
+    pg_settings, fresh_schema
+):
+    pool = await create_pool(pg_settings)
+    await _table(pool, fresh_schema)
+    writer = CopyWriter(
+        pool,
+        "quotes",
+        ["symbol", "seq", "bid", "ask"],
+        schema=fresh_schema,
+        conflict_columns=["symbol", "seq"],
+        batch_size=100,
+        flush_interval=60.0,  # no background flush during the test
+    )
+    await writer.start()
+    try:
+        await writer.add_many(_rows(250))
+        mark = writer.mark()
+        await writer.add_many(_rows(250, start=250))
+        await writer.flush_through(mark)
+        written = await pool.fetchval(f'SELECT count(*) FROM "{fresh_schema}".quotes')
+        # whole batches, in order: the 250 before the mark and the batch they end in
+        assert mark == 250 and written == 300 and writer.buffered == 200
+        top = await pool.fetchval(f'SELECT max(seq) FROM "{fresh_schema}".quotes')
+        assert top == 299
+        await writer.flush_through(writer.mark())
+        assert writer.buffered == 0
+    finally:
+        await writer.close()
+        await pool.close()

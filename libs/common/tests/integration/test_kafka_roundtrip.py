@@ -400,3 +400,112 @@ async def test_a_rebalance_waits_for_the_batch_and_hands_out_only_owned_partitio
         await a.stop()
         await b.stop()
         await dlq.stop()
+
+
+async def test_a_background_checkpoint_lets_batches_go_on_and_commits_only_its_snapshot(
+    kafka_settings, topic_factory
+):
+    topic = topic_factory("prepared", partitions=2)
+    _produce_trades(kafka_settings, topic, ["BTCUSDT", "ETHUSDT"], 300)
+    group = f"g-{uuid.uuid4().hex}"
+    dlq = AsyncProducer(kafka_settings, client_id="prepared")
+    await dlq.start()
+    handled: list[tuple[int, int]] = []
+    snapshots: list[int] = []  # messages handled when each checkpoint was prepared
+    during: list[int] = []  # batches handled while a completion was running
+    committed_at_completion: list[int] = []
+    running = False
+    fail_completion = False
+
+    async def handler(batch: list[Consumed]) -> None:
+        handled.extend((m.partition, m.offset) for m in batch)
+        if running:
+            during.append(len(batch))
+        await asyncio.sleep(0.01)
+
+    def make(interval: float) -> ConsumerLoop:
+        return ConsumerLoop(
+            kafka_settings,
+            service="prepared",
+            group_id=group,
+            topics=[Topic(topic, Trade, "{exchange}:{symbol}")],
+            handler=handler,
+            dlq_producer=dlq,
+            max_batch=20,
+            commit_interval_s=interval,
+            prepare_commit=prepare,
+        )
+
+    async def committed(loop: ConsumerLoop) -> int:
+        return sum([(await loop.committed(topic, p)) or 0 for p in (0, 1)])
+
+    async def prepare():
+        snapshots.append(len(handled))
+
+        async def complete() -> None:
+            nonlocal running
+            running = True
+            try:
+                await asyncio.sleep(0.3)  # slow durable writes
+                if fail_completion:
+                    raise RuntimeError("completion failed")
+                committed_at_completion.append(await committed(current[0]))
+            finally:
+                running = False
+
+        return complete
+
+    current: list[ConsumerLoop] = []
+    try:
+        # a failed completion stops the loop and commits nothing
+        fail_completion = True
+        loop = make(0.05)
+        current[:] = [loop]
+        await loop.start()
+        with pytest.raises(RuntimeError, match="completion failed"):
+            await loop.run(idle_timeout=10)
+        await loop.stop()
+        probe = make(60.0)
+        await probe.start()
+        assert snapshots and await committed(probe) == 0
+        await probe.stop()
+        # batches go on while a checkpoint completes; each commit is its snapshot's
+        fail_completion = False
+        handled.clear()
+        snapshots.clear()
+        loop = make(0.05)
+        current[:] = [loop]
+        await loop.start()
+        assert await loop.run(idle_timeout=3) == 600
+        assert sum(during) > 0, "no batch was handled while a checkpoint completed"
+        # one checkpoint at a time, each commit lands before the next completion starts
+        assert committed_at_completion == sorted(committed_at_completion)
+        assert snapshots[-1] == len(handled) == 600
+        assert await committed(loop) == 600
+        await loop.stop()
+    finally:
+        await dlq.stop()
+
+
+def test_delivered_through_waits_for_exactly_the_messages_produced_before_the_mark(
+    kafka_settings, topic_factory
+):
+    topic = topic_factory("tracked", partitions=3)
+    producer = Producer(kafka_settings, client_id="tracked", track_delivery=True, linger_ms=50)
+
+    async def scenario() -> tuple[int, int, int]:
+        for i in range(200):
+            producer.produce(topic, b"x%d" % i, b"k%d" % (i % 7))
+        mark = producer.mark()
+        for i in range(200):  # after the mark: not waited for
+            producer.produce(topic, b"y%d" % i, b"k%d" % (i % 7))
+        await producer.delivered_through(mark, timeout=30)
+        delivered_at_mark = producer.delivered
+        await producer.delivered_through(producer.mark(), timeout=30)
+        return mark, delivered_at_mark, producer.delivered
+
+    mark, at_mark, total = asyncio.run(scenario())
+    assert mark == 200 and at_mark >= 200 and total == 400
+    plain = Producer(kafka_settings, client_id="untracked")
+    with pytest.raises(RuntimeError, match="track_delivery"):
+        asyncio.run(plain.delivered_through(0))

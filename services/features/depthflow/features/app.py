@@ -11,13 +11,15 @@ saved (docs/features.md, "Why not faust's consumer").
 Per batch: decode (garbage → ``dlq.features`` with the raw bytes and the reason), merge,
 compute, queue the rows (batched idempotent COPY) and the ``features.v1`` messages.
 
-Per checkpoint (every ``commit_interval_s``, before a rebalance and at shutdown), in order:
+Per checkpoint (every ``commit_interval_s``, before a rebalance and at shutdown): the changed
+symbols' state (pipeline, merge buffer, last offset taken per topic, last book seq) is
+serialised at once, with how far the rows and messages have got; then, while later batches
+are already handled (``ConsumerLoop``'s ``prepare_commit``), in order:
 
-1. the queued rows are COPYed and durable;
-2. every ``features.v1`` message and dead letter is acknowledged by the broker;
-3. the changed symbols' state (pipeline, merge buffer, last offset taken per topic, last
-   book seq) is written to the changelog and acknowledged;
-4. only then are the offsets committed.
+1. the rows queued before it are COPYed and durable;
+2. every ``features.v1`` message and dead letter before it is acknowledged by the broker;
+3. the serialised state is written to the changelog and acknowledged;
+4. only then are the offsets handled before it committed.
 
 A crash anywhere replays from the last commit with the last checkpointed state: events it
 already took (offset not newer) are skipped, the rest are recomputed to the same numbers,
@@ -42,7 +44,7 @@ from depthflow.common.codec import dumps
 from depthflow.common.db import CopyWriter, create_pool, ident
 from depthflow.common.errors import DecodeError
 from depthflow.common.heartbeat import HeartbeatPublisher
-from depthflow.common.kafka import AsyncProducer, Consumed, ConsumerLoop, Producer
+from depthflow.common.kafka import AsyncProducer, Completion, Consumed, ConsumerLoop, Producer
 from depthflow.common.lifecycle import Service
 from depthflow.common.logging import TRACE_HEADER
 from depthflow.common.metrics import HealthServer, ServiceMetrics
@@ -185,6 +187,8 @@ class FeaturesService(Service):
         self._cpu_first: float | None = None
         self._cpu_last = 0.0
         self.checkpoints = 0
+        # seconds spent per checkpoint phase, summed (heartbeat detail: where a checkpoint goes)
+        self._checkpoint_phases = dict.fromkeys(("copy", "publish", "serialise", "changelog"), 0.0)
         self.restored_symbols = 0
         self._rate_mark = (time.monotonic(), 0)
         m = self.metrics = ServiceMetrics(SERVICE)
@@ -264,6 +268,7 @@ class FeaturesService(Service):
             # the Java client's (and aiokafka's) key hashing: features.v1 keeps the
             # partitioning it had when faust's producer wrote it
             partitioner="murmur2_random",
+            track_delivery=True,  # checkpoints wait for exactly the messages before them
         )
         self._async_producer = AsyncProducer(self.kafka, client_id=f"{s.app_id}-status")
         await self._async_producer.start()
@@ -285,7 +290,7 @@ class FeaturesService(Service):
             poll_timeout_ms=int(s.batch_within_s * 1000),
             metrics=self.metrics,
             commit_interval_s=s.commit_interval_s,
-            before_commit=self.checkpoint,
+            prepare_commit=self.prepare_checkpoint,
             on_assigned=self.on_assigned,
             on_revoked=self.on_revoked,
             session_timeout_ms=session_ms,
@@ -347,6 +352,9 @@ class FeaturesService(Service):
             "vectors_per_s": round(rate, 1),
             "checkpoints": self.checkpoints,
             "scaler_version": self.scaler.version if self.scaler else "",
+        }
+        detail["checkpoint_s_by_phase"] = {
+            k: round(v, 3) for k, v in self._checkpoint_phases.items()
         }
         if self._cpu_first is not None:
             detail["cpu_s_since_first_batch"] = round(self._cpu_last - self._cpu_first, 4)
@@ -421,36 +429,49 @@ class FeaturesService(Service):
         self._pipes.clear()
         self._dirty.clear()
 
-    async def checkpoint(self) -> None:
-        """Make everything handled so far durable, then checkpoint the changed symbols'
-        state on the changelog (the loop commits the offsets right after)."""
+    async def prepare_checkpoint(self) -> Completion:
+        """Snapshot the checkpoint (the loop commits the offsets handled so far once the
+        returned completion is done, and keeps handling batches meanwhile): the changed
+        symbols' state, serialised now, and how far the row and message streams have got."""
         t0 = time.perf_counter()
         assert self._vectors is not None and self._candles is not None
         assert self._publisher is not None
-        await self._vectors.flush()
-        await self._candles.flush()
-        pub = self._publisher
-        run = asyncio.get_running_loop().run_in_executor
-        await run(None, pub.flush, 120.0)  # features.v1 and dead letters acknowledged
-        if not self._dirty:
-            return
-        changelog = self.changelog
-        states: list[tuple[bytes, bytes]] = []
+        vectors, candles, pub = self._vectors, self._candles, self._publisher
+        rows_vectors, rows_candles, messages = vectors.mark(), candles.mark(), pub.mark()
+        states: list[tuple[bytes, bytes, int]] = []
         for key, (pipe, partition) in self._dirty.items():
             # zlib: pending books (while one topic runs ahead) make the JSON large
-            state = zlib.compress(dumps(pipe.to_state()), 1)
-            pub.produce(changelog, state, key, partition=partition)
-            states.append((key, state))
-        await run(None, pub.flush, 120.0)  # the checkpoint acknowledged
-        table = self.table
-        for key, state in states:
-            table[key] = state
-            self._state_bytes[key] = len(state)
+            states.append((key, zlib.compress(dumps(pipe.to_state()), 1), partition))
         self._dirty.clear()
-        self.checkpoints += 1
-        self.m_checkpoints.inc()
-        self.m_state.set(sum(self._state_bytes.values()))
-        self.m_checkpoint.observe(time.perf_counter() - t0)
+        phases = self._checkpoint_phases
+        phases["serialise"] += time.perf_counter() - t0
+
+        async def complete() -> None:
+            t1 = time.perf_counter()
+            await vectors.flush_through(rows_vectors)
+            await candles.flush_through(rows_candles)
+            t2 = time.perf_counter()
+            # features.v1 and dead letters of the snapshot acknowledged
+            await pub.delivered_through(messages)
+            t3 = time.perf_counter()
+            if states:
+                changelog = self.changelog
+                for key, state, partition in states:
+                    pub.produce(changelog, state, key, partition=partition)
+                await pub.delivered_through(pub.mark())  # the checkpoint acknowledged
+                table = self.table
+                for key, state, _ in states:
+                    table[key] = state
+                    self._state_bytes[key] = len(state)
+            phases["copy"] += t2 - t1
+            phases["publish"] += t3 - t2
+            phases["changelog"] += time.perf_counter() - t3
+            self.checkpoints += 1
+            self.m_checkpoints.inc()
+            self.m_state.set(sum(self._state_bytes.values()))
+            self.m_checkpoint.observe(time.perf_counter() - t0)
+
+        return complete
 
     # -- the batch path ------------------------------------------------------------------
 

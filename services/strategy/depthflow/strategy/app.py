@@ -134,7 +134,9 @@ class StrategyService(Service):
         )
         self.pool = await create_pool(self.postgres)
         self.exit_stack.push_async_callback(self.pool.close)
-        self.producer = AsyncProducer(self.kafka, client_id="strategy")
+        self.producer = AsyncProducer(
+            self.kafka, client_id="strategy", linger_ms=self.settings.producer_linger_ms
+        )
         await self.producer.start()
         self.exit_stack.push_async_callback(self.producer.stop)
 

@@ -132,6 +132,8 @@ class StrategySettings(BaseSettings):
     control_service: str = Field(default="strategy", description="key on control.v1")
     db_schema: str = Field(default="strategy", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     max_batch: int = Field(default=500, ge=1, le=100_000)
+    # signals are few and each one waits for a decision: sent at once by default
+    producer_linger_ms: int = Field(default=0, ge=0, le=1000)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     # a refusal is logged the first time per (symbol, reason), then every Nth time
     refusal_log_every: int = Field(default=1000, ge=1)
