@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import typer
@@ -35,7 +34,7 @@ def collector(
         return
     from depthflow.collector.app import CollectorService
     from depthflow.collector.config import CollectorSettings
-    from depthflow.common.lifecycle import run_service
+    from depthflow.common.lifecycle import run_main, run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -58,7 +57,7 @@ def collector(
         load_settings(HttpSettings),
     )
     if max_messages is None and idle_timeout is None:
-        asyncio.run(run_service(service))
+        run_main(run_service(service))
         return
 
     async def bounded() -> None:
@@ -68,7 +67,7 @@ def collector(
         finally:
             await service.stop()
 
-    asyncio.run(bounded())
+    run_main(bounded())
 
 
 @app.command("sink")
@@ -80,7 +79,7 @@ def sink(
     """Run only the md.book/md.health → PostgreSQL sink (its own process)."""
     from depthflow.collector.app import SinkService
     from depthflow.collector.config import CollectorSettings
-    from depthflow.common.lifecycle import run_service
+    from depthflow.common.lifecycle import run_main, run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -95,7 +94,7 @@ def sink(
         load_settings(HttpSettings),
     )
     if idle_timeout is None:
-        asyncio.run(run_service(service))
+        run_main(run_service(service))
         return
 
     async def burst() -> None:
@@ -105,7 +104,7 @@ def sink(
         finally:
             await service.stop()
 
-    asyncio.run(burst())
+    run_main(burst())
 
 
 @app.command("export")

@@ -21,9 +21,8 @@ def executor(
     ),
 ) -> None:
     """Consume signals.v1, check risk, place orders, publish orders.v1."""
-    import asyncio
 
-    from depthflow.common.lifecycle import run_service
+    from depthflow.common.lifecycle import run_main, run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -40,4 +39,4 @@ def executor(
         load_settings(PostgresSettings),
         load_settings(HttpSettings),
     )
-    asyncio.run(run_service(service))
+    run_main(run_service(service))

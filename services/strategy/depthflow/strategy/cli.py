@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
 app = typer.Typer(
@@ -25,7 +23,7 @@ def strategy(
     """Turn features.v1 into signals.v1 until SIGTERM/SIGINT."""
     if ctx.invoked_subcommand is not None:
         return
-    from depthflow.common.lifecycle import run_service
+    from depthflow.common.lifecycle import run_main, run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -47,7 +45,7 @@ def strategy(
         load_settings(HttpSettings),
     )
     if max_messages is None and idle_timeout is None:
-        asyncio.run(run_service(service))
+        run_main(run_service(service))
         return
 
     async def bounded() -> None:
@@ -57,7 +55,7 @@ def strategy(
         finally:
             await service.stop()
 
-    asyncio.run(bounded())
+    run_main(bounded())
 
 
 @app.command("models")
