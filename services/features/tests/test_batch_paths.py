@@ -1,14 +1,15 @@
 """``compute_batch`` against ``FeatureState`` on inputs that take its less common paths:
 prices off any tick grid and a price range too wide for 16-bit price numbers (the float sort
-instead of the radix one), ragged and one-sided books, and a side whose quantities are all
-equal (no level reaches the mean: streaming's "no cluster" values)."""
+instead of the radix one), ragged and one-sided books, a side whose quantities are all
+equal (no level reaches the mean: streaming's "no cluster" values), and blocks of books so
+small that level runs and the level diffs cross many block boundaries."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from depthflow.features import FeatureState
+from depthflow.features import FeatureState, batch
 from depthflow.features.batch import BookArrays, TradeArrays, _by_price, compute_batch
 from depthflow.features.names import INDEX
 from depthflow.features.synthetic import generate
@@ -62,18 +63,32 @@ def test_a_range_too_wide_for_16_bits() -> None:
     assert_bit_equal(events)
 
 
-def test_ragged_and_one_sided_books() -> None:
-    rng = np.random.default_rng(5)
-    cut = rng.integers(0, 21, size=(2000, 2))
+def ragged(n: int, seed: int) -> list[tuple]:
+    """Books cut to random depths per side (0 to 20 levels), one-sided every 7th."""
+    rng = np.random.default_rng(seed)
+    cut = rng.integers(0, 21, size=(n, 2))
     events = []
     i = 0
-    for e in generate(2000, seed=5, one_sided_every=7).events:
+    for e in generate(n, seed=seed, one_sided_every=7).events:
         if e[0] == "b":
             events.append(("b", e[1][: cut[i, 0]], e[2][: cut[i, 1]], *e[3:]))
             i += 1
         else:
             events.append(e)
-    assert_bit_equal(events)
+    return events
+
+
+def test_ragged_and_one_sided_books() -> None:
+    assert_bit_equal(ragged(2000, 5))
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 64])
+def test_blocks_of_books_change_nothing(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """The per-book pass runs ``BLOCK_ROWS`` books at a time, each block starting one book
+    early and carrying the level ages: any block size gives the streaming numbers."""
+    monkeypatch.setattr(batch, "BLOCK_ROWS", rows)
+    assert_bit_equal(generate(300, seed=8).events)
+    assert_bit_equal(ragged(300, 9))
 
 
 def test_equal_quantities_leave_no_cluster_as_streaming_does() -> None:

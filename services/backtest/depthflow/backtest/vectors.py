@@ -81,7 +81,7 @@ def _pack(books: Sequence[BookEvent]) -> tuple[BookArrays, np.ndarray]:
 
     The levels are read in one pass (``np.fromiter`` over every book's bids then asks): the
     Python level lists are the one thing the batch mode has to touch per level. Books with
-    full sides (the usual top-20 case) are then mere views of that buffer."""
+    full sides (the usual top-20 case) are then checked on that buffer directly."""
     n = len(books)
     ts = np.fromiter(map(attrgetter("ts"), books), np.int64, n)
     bid_lists = list(map(attrgetter("bids"), books))
@@ -119,17 +119,18 @@ def _pack(books: Sequence[BookEvent]) -> tuple[BookArrays, np.ndarray]:
         for side in (0, MAX_LEVELS)
         for part in (0, 1)
     )
+    if full:  # every value finite > 0 (a NaN fails both)
+        values = flat.reshape(n, 4 * MAX_LEVELS)
+        ok &= (values.min(axis=1) > 0.0) & (values.max(axis=1) < np.inf)
     cols = np.arange(MAX_LEVELS)[None, :]
     for p, q, count, descending in ((bp, bq, nb, True), (ap, aq, na, False)):
-        # finite > 0 (a NaN fails both); absent levels are zeros
-        bad = ~((np.minimum(p, q) > 0.0) & (np.maximum(p, q) < np.inf))
-        step = np.diff(p, axis=1)
-        wrong = ~(step < 0.0) if descending else ~(step > 0.0)
-        if not full:
+        wrong = ~(p[:, 1:] < p[:, :-1]) if descending else ~(p[:, 1:] > p[:, :-1])
+        if not full:  # finite > 0 (a NaN fails both) where present; absent levels are zeros
+            bad = ~((np.minimum(p, q) > 0.0) & (np.maximum(p, q) < np.inf))
             present = cols < count[:, None]
             bad &= present
             wrong &= present[:, 1:]
-        ok &= ~np.any(bad, axis=1)
+            ok &= ~np.any(bad, axis=1)
         ok &= ~np.any(wrong, axis=1)
     ok &= ~((nb > 0) & (na > 0) & (bp[:, 0] >= ap[:, 0]))
     return BookArrays(ts, bp, bq, ap, aq, nb, na), ok

@@ -8,10 +8,12 @@ and every formula keeps the streaming operation order. The backtest relies on th
 mode must give byte-identical results). The canonical event order of a series is "by
 exchange timestamp, a trade before a book on equal timestamps".
 
-Order-book features are numpy over (N, 20) level arrays; exponentially weighted features use
-``scipy.signal.lfilter`` (the same recursion as the streaming code); candles are built
-vectorised and the once-per-minute candle/indicator recursions reuse the streaming classes
-over the K << N candles.
+Order-book features are numpy over (N, 20) level arrays, the per-book part a block of
+``BLOCK_ROWS`` books at a time (its temporaries stay in cache instead of being fresh memory
+the size of the series, whose page faults cost about as much as the arithmetic);
+exponentially weighted features use ``scipy.signal.lfilter`` (the same recursion as the
+streaming code); candles are built vectorised and the once-per-minute candle/indicator
+recursions reuse the streaming classes over the K << N candles.
 """
 
 from __future__ import annotations
@@ -207,25 +209,31 @@ def _at_obs(obs: np.ndarray, series: np.ndarray, min_obs: int) -> tuple[np.ndarr
 
 
 def _side_sums(p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, ...]:
-    """The streaming ``_scan`` sums, level by level; ``p``, ``q`` level-major (20, N)."""
+    """The streaming ``_scan`` sums, level by level; ``p``, ``q`` level-major (20, N).
+
+    The depth and notional to 5 and 10 levels are the running totals after 5 and 10 levels:
+    the same adds from 0.0 in the same order as separate sums."""
     n = p.shape[1]
-    d5, d10, dt, l5, l10 = (np.zeros(n, F) for _ in range(5))
-    best_q = np.full(n, -1.0)
-    best = np.zeros(n, F)
+    dt = np.zeros(n, F)
+    depth = []
     for j in range(MAX_LEVELS):
-        qj = q[j]
-        dt = dt + qj
-        if j < 10:
-            pq = p[j] * qj
-            d10 = d10 + qj
-            l10 = l10 + pq
-            if j < 5:
-                d5 = d5 + qj
-                l5 = l5 + pq
-        better = qj > best_q  # the first largest (an absent level, q = 0, never is)
-        best_q = np.where(better, qj, best_q)
-        best = np.where(better, p[j], best)
-    return d5, d10, dt, l5, l10, best
+        np.add(dt, q[j], out=dt)
+        if j in (4, 9):
+            depth.append(dt.copy())
+    pq = p[:10] * q[:10]
+    lt = np.zeros(n, F)
+    notional = []
+    for j in range(10):
+        np.add(lt, pq[j], out=lt)
+        if j == 4:
+            notional.append(lt.copy())
+    return depth[0], depth[1], dt, notional[0], lt
+
+
+def _first_largest(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Per row of (N, 20) ``p``, ``q``: the price of the first level of the largest quantity
+    (streaming's support/resistance; an empty side gives its padding, 0.0)."""
+    return p[np.arange(len(p)), np.argmax(q, axis=1)]
 
 
 def _div(a: np.ndarray, b: np.ndarray, where: np.ndarray, default: float = 0.0) -> np.ndarray:
@@ -243,26 +251,34 @@ def _clusters(
     ``p``, ``q``, ``mask`` level-major (20, N)."""
     width, n = p.shape
     inn = mask & (q >= mean)
-    big_q = np.where(mask & (q >= large), q, 0.0)
-    pq = p * q
-    big = np.zeros(n, F)
-    cv = np.zeros(n, F)
-    cpv = np.zeros(n, F)
-    best_v = np.full(n, -1.0)
-    best_pv = np.zeros(n, F)
-    for j in range(width):
-        big = big + big_q[j]
-        in_j = inn[j]
-        cv = np.where(in_j, cv + q[j], 0.0)
-        cpv = np.where(in_j, cpv + pq[j], 0.0)
-        end = in_j & ~inn[j + 1] if j + 1 < width else in_j  # the run ends at this level
-        better = end & (cv > best_v)
-        best_v = np.where(better, cv, best_v)
-        best_pv = np.where(better, cpv, best_pv)
-    start = inn.copy()
-    start[1:] &= ~inn[:-1]
-    count = np.count_nonzero(start, axis=0).astype(F)
-    return count, best_pv / best_v, best_v, big
+    # three running sums at once, level by level: the run's volume and notional (reset to 0.0
+    # outside a run: x * 0.0 and x * 1.0 are exactly np.where(in, x, 0.0) for the finite
+    # x >= 0 here) and the large-q sum (an absent level, q = 0, adds 0.0)
+    terms = np.empty((width, 3, n), F)
+    terms[:, 0] = q
+    np.multiply(p, q, out=terms[:, 1])
+    terms[:, 2] = np.where(q >= large, q, 0.0)
+    keep = np.empty((width, 3, n), F)
+    keep[:, 0] = inn
+    keep[:, 1] = inn
+    keep[:, 2] = 1.0
+    acc = np.multiply(terms, keep, out=terms)  # level 0: 0.0 + x is x
+    for j in range(1, width):
+        np.add(acc[j - 1], acc[j], out=acc[j])
+        acc[j] *= keep[j]
+    cv, cpv = acc[:, 0], acc[:, 1]
+    end = inn.copy()  # the run ends at this level
+    end[:-1] &= ~inn[1:]
+    at_end = np.where(end, cv, -1.0)
+    best_v = at_end.max(axis=0)  # -1.0: no run
+    # the first level holding that volume (level 0 when there is no run): rank the hits
+    # 20, 19, ... and take the highest
+    hit = (at_end == best_v).view(np.uint8)
+    hit *= np.arange(width, 0, -1, dtype=np.uint8)[:, None]
+    first = width - hit.max(axis=0)
+    best_pv = cpv[first, np.arange(n)]
+    count = end.view(np.uint8).sum(axis=0, dtype=np.uint8).astype(F)
+    return count, best_pv / best_v, best_v, acc[-1, 2]
 
 
 def _by_price(p: np.ndarray, mask: np.ndarray, pv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -273,14 +289,18 @@ def _by_price(p: np.ndarray, mask: np.ndarray, pv: np.ndarray) -> tuple[np.ndarr
     gap between two levels of a book, they fit 16 bits over a day's range, and numpy sorts
     16-bit keys by radix, several times faster than floats. The numbering is checked (no two
     different prices share a number); a range too wide or a failed check sorts the floats."""
-    gaps = np.abs(np.diff(p, axis=1))
+    gaps = np.diff(p, axis=1)
     if not mask.all():
         gaps = gaps[mask[:, 1:]]
     if len(pv) > 1 and gaps.size:
         lo = pv.min()
-        step = gaps.min()
+        g_max, g_min = gaps.max(), gaps.min()  # one side's books: all of one sign
+        step = -g_max if g_max < 0.0 else g_min if g_min > 0.0 else np.abs(gaps).min()
         if step > 0.0 and (pv.max() - lo) / step < 60_000.0:
-            key = np.rint((pv - lo) / step).astype(np.uint16)
+            x = np.subtract(pv, lo)
+            np.divide(x, step, out=x)
+            np.rint(x, out=x)
+            key = x.astype(np.uint16)
             order = np.argsort(key, kind="stable")
             ks = key[order]
             ps = pv[order]
@@ -291,10 +311,11 @@ def _by_price(p: np.ndarray, mask: np.ndarray, pv: np.ndarray) -> tuple[np.ndarr
 
 
 def _level_diff(
-    ts: np.ndarray, p: np.ndarray, q: np.ndarray, mask: np.ndarray
+    ts: np.ndarray, p: np.ndarray, q: np.ndarray, mask: np.ndarray, age0: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row: level changes and quantity churn; per level (N, 20): its age in µs (0 where
-    absent).
+    """Per row: level changes and quantity churn; per level (rows, 20): its age in µs (0 where
+    absent). Row 0 has no predecessor here; ``age0`` is the age its levels already have (the
+    previous block's last row, when the block starts with that row again).
 
     A level continues one of the previous book when the previous book has its price: ordering
     the present levels by price (stable: rows stay in order within a price) puts each right
@@ -315,38 +336,128 @@ def _level_diff(
     qs = qv[order]
     cont = np.zeros(m, bool)
     if m > 1:
-        cont[1:] = (ps[1:] == ps[:-1]) & (rs[1:] == rs[:-1] + 1)
-    qprev = np.empty(m, F)
-    qprev[1:] = qs[:-1]
-    qprev[:1] = 0.0
-    # back to (row, level): new: q; continued: |q - q_prev| (0.0, adding nothing, when
-    # unchanged); a level not continued in the next row was removed by the next row
-    present = np.zeros(n * width, F)
-    present[ent] = np.where(cont, np.abs(qs - qprev), qs)
-    changed = np.zeros(n * width, bool)
-    changed[ent] = ~cont | (qs != qprev)
-    removed = np.zeros(n * width, bool)
-    removed[ent[:-1]] = ~cont[1:]
-    if m:
-        removed[ent[-1]] = True
-    present = present.reshape(n, width)
-    changed = changed.reshape(n, width)
-    removed = removed.reshape(n, width)
-    left = np.zeros((n, width), F)
-    np.copyto(left[1:], q[:-1], where=removed[:-1])
-    changes = np.count_nonzero(changed, axis=1)
-    changes[1:] += np.count_nonzero(removed[:-1], axis=1)
+        np.equal(ps[1:], ps[:-1], out=cont[1:])
+        cont[1:] &= np.subtract(rs[1:], rs[:-1]) == 1
+    # per row, the churn terms in the streaming order: column i of a level-major
+    # (2 * width, rows + 1) table holds row i's levels (new: q; continued: |q - q_prev|, 0.0
+    # when unchanged), then the levels of row i - 1 it removed (q; 0.0 where continued).
+    # Quantities are > 0: a term is nonzero exactly when it is a change.
+    new = qs.copy()
+    if m > 1:
+        dq = np.subtract(qs[1:], qs[:-1])
+        np.abs(dq, out=dq)
+        new[1:] = np.where(cont[1:], dq, qs[1:])
+    gone = qs.copy()
+    gone[:-1] *= ~cont[1:]
+    at = rs * -width
+    at += ent  # the level
+    at *= n + 1
+    at += rs  # (level, row)
+    table = np.zeros((2 * width, n + 1), F)
+    flat = table.reshape(-1)
+    flat[at] = new
+    at += width * (n + 1) + 1  # (width + level, row + 1)
+    flat[at] = gone
+    changes = (table[:, :n] != 0.0).view(np.uint8).sum(axis=0, dtype=np.uint8).astype(np.int64)
     churn_row = np.zeros(n, F)
-    for j in range(width):  # + 0.0 for an absent or unchanged level changes nothing
-        churn_row = churn_row + present[:, j]
-    for j in range(width):
-        churn_row = churn_row + left[:, j]
-    # age: time since the first row of the level's run of consecutive rows
+    for j in range(2 * width):  # + 0.0 for an absent or unchanged level changes nothing
+        np.add(churn_row, table[j, :n], out=churn_row)
+    # age: time since the first row of the level's run of consecutive rows (a run that starts
+    # at row 0 started age0 earlier)
     starts = np.flatnonzero(~cont)
-    seen = np.repeat(ts[rs[starts]], np.diff(np.append(starts, m)))
+    first = ent[starts]
+    seen_at = ts[rs[starts]]
+    head = first < width
+    seen_at[head] -= age0[first[head]]
+    seen = np.repeat(seen_at, np.diff(np.append(starts, m)))
     age = np.zeros(n * width, np.int64)
-    age[ent] = ts[rs] - seen
+    ts_at = ts[rs]
+    ts_at -= seen
+    age[ent] = ts_at
     return changes, churn_row, age.reshape(n, width)
+
+
+# Rows per block of the per-book pass: its (rows, 20) temporaries stay in cache and are
+# reused instead of being fresh (page-faulting) memory the size of the whole series.
+BLOCK_ROWS = 2048
+
+_SIDE = ("d5", "d10", "t", "l5", "l10", "top", "n_clusters", "cluster_p", "cluster_v", "big")
+_PER_BOOK = (*(f"bid_{x}" for x in _SIDE), *(f"ask_{x}" for x in _SIDE), "mean_age", "ss")
+
+
+@dataclass(frozen=True)
+class _BookRows:
+    """The per-book part of the features: one value per book for each name of ``_PER_BOOK``
+    (``bid_``/``ask_`` + ``_SIDE``), and per side the level changes and the churn."""
+
+    f: dict[str, np.ndarray]
+    changes: tuple[np.ndarray, np.ndarray]
+    churn: tuple[np.ndarray, np.ndarray]
+
+
+def _book_rows(books: BookArrays, block: int) -> _BookRows:
+    """Side sums, clusters, level diffs and level ages, ``block`` books at a time: the (rows,
+    20) temporaries stay in cache and are reused instead of being fresh (page-faulting) memory
+    the size of the series. The level diff of a block's first book needs the book before it:
+    each block starts one book early (its results for that book are the previous block's)
+    and carries the ages of that book's levels."""
+    ts = books.ts
+    n = len(ts)
+    f = {name: np.empty(n, F) for name in _PER_BOOK}
+    changes = (np.empty(n, np.int64), np.empty(n, np.int64))
+    churn = (np.empty(n, F), np.empty(n, F))
+    age0 = (np.zeros(MAX_LEVELS, np.int64), np.zeros(MAX_LEVELS, np.int64))
+    cols = np.arange(MAX_LEVELS)
+    for r0 in range(0, n, block):
+        r1 = min(r0 + block, n)
+        s = slice(r0, r1)
+        k = 1 if r0 else 0  # the level diffs start at the book before the block
+        h = slice(r0 - k, r1)
+        nb, na = books.n_bid[s], books.n_ask[s]
+        n_all = nb + na
+        sides = (
+            ("bid", books.bid_p, books.bid_q, books.n_bid),
+            ("ask", books.ask_p, books.ask_q, books.n_ask),
+        )
+        # level-major copies: a level's column is contiguous for the level-by-level sums
+        level_major = [
+            (np.ascontiguousarray(p[s].T), np.ascontiguousarray(q[s].T)) for _, p, q, _ in sides
+        ]
+        present = [cols[:, None] < cnt[s] for _, _, _, cnt in sides]  # level-major (20, rows)
+        totals = []
+        for (side, p, q, _), (p_lm, q_lm) in zip(sides, level_major, strict=True):
+            for x, v in zip(("d5", "d10", "t", "l5", "l10"), _side_sums(p_lm, q_lm), strict=True):
+                f[f"{side}_{x}"][s] = v
+            f[f"{side}_top"][s] = _first_largest(p[s], q[s])
+            totals.append(f[f"{side}_t"][s])
+        large = 2.0 * _div(totals[0] + totals[1], n_all.astype(F), n_all > 0)
+        ages = []
+        for i, (side, p, q, cnt) in enumerate(sides):
+            mean = _div(totals[i], cnt[s].astype(F), cnt[s] > 0)
+            p_lm, q_lm = level_major[i]
+            for x, v in zip(
+                ("n_clusters", "cluster_p", "cluster_v", "big"),
+                _clusters(p_lm, q_lm, present[i], mean, large),
+                strict=True,
+            ):
+                f[f"{side}_{x}"][s] = v
+            c, r, age = _level_diff(ts[h], p[h], q[h], cols < cnt[h, None], age0[i])
+            changes[i][s] = c[k:]
+            churn[i][s] = r[k:]
+            age0[i][:] = age[-1]
+            ages.append(age[k:])
+        # level ages: the streaming sums over bids then asks, best level first
+        age_sum = ages[0].sum(axis=1) + ages[1].sum(axis=1)
+        mean_age = _div(age_sum.astype(F), n_all.astype(F), n_all > 0)
+        ss = np.zeros(r1 - r0, F)
+        for age, mask in zip(ages, present, strict=True):
+            d = age - mean_age[:, None]
+            dd = np.where(mask.T, d * d, 0.0)
+            for j in range(MAX_LEVELS):  # + 0.0 for an absent level changes nothing
+                ss = ss + dd[:, j]
+        f["mean_age"][s] = mean_age
+        f["ss"][s] = ss
+    return _BookRows(f, changes, churn)
 
 
 def compute_batch(
@@ -360,24 +471,18 @@ def compute_batch(
         _validate(books, trades)
     ts = books.ts
     n = len(ts)
-    out = np.zeros((n, N_FEATURES), F)
-    ok = np.zeros((n, N_FEATURES), bool)
+    out = np.empty((n, N_FEATURES), F)  # every cell is written below
+    ok = np.empty((n, N_FEATURES), bool)
     if n == 0:
         return out, ok
     nb, na = books.n_bid, books.n_ask
     hb, ha = nb > 0, na > 0
     both = hb & ha
     anys = hb | ha
-    cols = np.arange(MAX_LEVELS)
-    present_b = cols[:, None] < nb  # level-major (20, N)
-    present_a = cols[:, None] < na
-    mb, ma = present_b.T, present_a.T
-    # level-major copies: a level's column is contiguous for the level-by-level sums
-    bid_p, bid_q, ask_p, ask_q = (
-        np.ascontiguousarray(x.T) for x in (books.bid_p, books.bid_q, books.ask_p, books.ask_q)
-    )
-    db5, db10, tb, lb5, lb10, sup = _side_sums(bid_p, bid_q)
-    da5, da10, ta, la5, la10, res = _side_sums(ask_p, ask_q)
+    rows = _book_rows(books, BLOCK_ROWS)
+    f = rows.f
+    db5, db10, tb, lb5, lb10, sup = (f[f"bid_{x}"] for x in ("d5", "d10", "t", "l5", "l10", "top"))
+    da5, da10, ta, la5, la10, res = (f[f"ask_{x}"] for x in ("d5", "d10", "t", "l5", "l10", "top"))
     b1, qb1 = books.bid_p[:, 0], books.bid_q[:, 0]
     a1, qa1 = books.ask_p[:, 0], books.ask_q[:, 0]
     spread = np.where(both, a1 - b1, 0.0)
@@ -420,8 +525,7 @@ def compute_batch(
     )
     put(np.where(ofi_ok, e, 0.0), ofi_ok)
     # level diffs and the book window
-    ch_b, churn_b, age_b = _level_diff(ts, books.bid_p, books.bid_q, mb)
-    ch_a, churn_a, age_a = _level_diff(ts, books.ask_p, books.ask_q, ma)
+    (ch_b, ch_a), (churn_b, churn_a) = rows.changes, rows.churn
     lo = np.searchsorted(ts, ts - RATE_WINDOW_US, side="right")
     idx = np.arange(n)
     n_win = idx - lo + 1
@@ -443,10 +547,8 @@ def compute_batch(
     put(_div(sum_buy, sum_all, bs_ok, 0.5), bs_ok)
     # smart money, clusters, support/resistance
     n_all = nb + na
-    mean_all = _div(tb + ta, n_all.astype(F), n_all > 0)
-    large = 2.0 * mean_all
-    nbc, bcp, bcv, big_b = _clusters(bid_p, bid_q, present_b, _div(tb, nb.astype(F), hb), large)
-    nac, acp, acv, big_a = _clusters(ask_p, ask_q, present_a, _div(ta, na.astype(F), ha), large)
+    nbc, bcp, bcv, big_b = (f[f"bid_{x}"] for x in ("n_clusters", "cluster_p", "cluster_v", "big"))
+    nac, acp, acv, big_a = (f[f"ask_{x}"] for x in ("n_clusters", "cluster_p", "cluster_v", "big"))
     smi_ok = both & (big_b + big_a > 0)
     put(_div(big_b - big_a, big_b + big_a, smi_ok), both)
     put(bcp, hb)
@@ -514,16 +616,8 @@ def compute_batch(
     else:
         put(np.zeros(n, F), np.zeros(n, bool))
     put(np.where(both, _log(_div(db10, da10, both, 1.0)), 0.0), both)
-    # level ages: the streaming sums over bids then asks, best level first
-    age_sum = age_b.sum(axis=1) + age_a.sum(axis=1)
     ttl_ok = warm & (n_all > 0)
-    mean_age = _div(age_sum.astype(F), n_all.astype(F), n_all > 0)
-    ss = np.zeros(n, F)
-    for age, present in ((age_b, mb), (age_a, ma)):
-        d = age - mean_age[:, None]
-        dd = np.where(present, d * d, 0.0)
-        for j in range(MAX_LEVELS):  # + 0.0 for an absent level changes nothing
-            ss = ss + dd[:, j]
+    mean_age, ss = f["mean_age"], f["ss"]
     put(np.where(ttl_ok, mean_age / 1e6, 0.0), ttl_ok)
     put(np.where(ttl_ok, np.sqrt(_div(ss, n_all.astype(F), n_all > 0)) / 1e6, 0.0), ttl_ok)
     # orderbook volatility (returns), rates, spread volatility
@@ -545,26 +639,30 @@ def compute_batch(
         put(np.zeros(n, F), np.zeros(n, bool))
     assert len(cols_out) == N_ORDERBOOK
     dflt = defaults()
-    # by feature first (contiguous rows), then transposed in one pass
+    # by feature first (contiguous rows), then transposed block by block
     by_feature = np.empty((N_ORDERBOOK, n), F)
     ok_by_feature = np.empty((N_ORDERBOOK, n), bool)
     for i, (v, valid) in enumerate(cols_out):
         ok_by_feature[i] = valid
         by_feature[i] = np.where(valid, v, dflt[i])
-    out[:, :N_ORDERBOOK] = by_feature.T
-    ok[:, :N_ORDERBOOK] = ok_by_feature.T
-    # candles and the candle/indicator channels
+    # candles and the candle/indicator channels: rows of a table by closed candles
     table_v, table_ok, m0 = _candle_tables(ts, mid, both, trades)
-    if m0 is not None:
-        closed = np.clip(ts // CANDLE_US - m0, 0, len(table_v) - 1)
-        out[:, N_ORDERBOOK:] = table_v[closed]
-        ok[:, N_ORDERBOOK:] = table_ok[closed]
-    else:
-        out[:, N_ORDERBOOK:] = dflt[N_ORDERBOOK:]
-    bad = ~np.isfinite(out)
-    if bad.any():
-        out[bad] = np.broadcast_to(dflt, out.shape)[bad]
-        ok[bad] = False
+    closed = np.clip(ts // CANDLE_US - m0, 0, len(table_v) - 1) if m0 is not None else None
+    for r0 in range(0, n, BLOCK_ROWS):
+        rows_in = slice(r0, min(r0 + BLOCK_ROWS, n))
+        v_blk, ok_blk = out[rows_in], ok[rows_in]
+        v_blk[:, :N_ORDERBOOK] = by_feature[:, rows_in].T
+        ok_blk[:, :N_ORDERBOOK] = ok_by_feature[:, rows_in].T
+        if closed is not None:
+            v_blk[:, N_ORDERBOOK:] = table_v[closed[rows_in]]
+            ok_blk[:, N_ORDERBOOK:] = table_ok[closed[rows_in]]
+        else:
+            v_blk[:, N_ORDERBOOK:] = dflt[N_ORDERBOOK:]
+            ok_blk[:, N_ORDERBOOK:] = False
+        bad = ~np.isfinite(v_blk)
+        if bad.any():
+            v_blk[bad] = np.broadcast_to(dflt, v_blk.shape)[bad]
+            ok_blk[bad] = False
     return out, ok
 
 
