@@ -14,12 +14,9 @@ import abc
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from enum import Enum
-from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -83,25 +80,6 @@ class Service(abc.ABC):
         idle_timeout: float | None = None,
     ) -> int:
         """Do the work until a stop condition holds; returns messages handled."""
-
-
-T = TypeVar("T")
-EVENT_LOOP_ENV = "DEPTHFLOW_EVENT_LOOP"
-
-
-def run_main(main: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(main)`` on uvloop (libuv: less CPU per socket event than the standard
-    loop, measured in the e2e bench); ``DEPTHFLOW_EVENT_LOOP=asyncio`` for the standard one."""
-    choice = os.environ.get(EVENT_LOOP_ENV, "uvloop")
-    if choice == "asyncio":
-        return asyncio.run(main)
-    if choice != "uvloop":
-        main.close()
-        raise SystemExit(f"{EVENT_LOOP_ENV} must be 'uvloop' or 'asyncio', not {choice!r}")
-    import uvloop
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 async def run_service(service: Service, drain_timeout: float = 25.0) -> int:

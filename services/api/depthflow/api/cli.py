@@ -15,13 +15,14 @@ def serve(
     port: int = typer.Option(None, help="listen port (API_PORT, default 8000)"),
 ) -> None:
     """Run the gateway on uvicorn until SIGTERM/SIGINT."""
+    import asyncio
 
     from depthflow.api.app import ApiService
     from depthflow.api.config import Settings, load
-    from depthflow.common.lifecycle import run_main, run_service
+    from depthflow.common.lifecycle import run_service
 
     settings = load()
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     if overrides:
         settings = Settings(**{**dict(settings), "api": settings.api.model_copy(update=overrides)})
-    run_main(run_service(ApiService(settings)))
+    asyncio.run(run_service(ApiService(settings)))

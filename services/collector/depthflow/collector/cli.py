@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import typer
@@ -34,7 +35,7 @@ def collector(
         return
     from depthflow.collector.app import CollectorService
     from depthflow.collector.config import CollectorSettings
-    from depthflow.common.lifecycle import run_main, run_service
+    from depthflow.common.lifecycle import run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -57,7 +58,7 @@ def collector(
         load_settings(HttpSettings),
     )
     if max_messages is None and idle_timeout is None:
-        run_main(run_service(service))
+        asyncio.run(run_service(service))
         return
 
     async def bounded() -> None:
@@ -67,7 +68,7 @@ def collector(
         finally:
             await service.stop()
 
-    run_main(bounded())
+    asyncio.run(bounded())
 
 
 @app.command("sink")
@@ -79,7 +80,7 @@ def sink(
     """Run only the md.book/md.health → PostgreSQL sink (its own process)."""
     from depthflow.collector.app import SinkService
     from depthflow.collector.config import CollectorSettings
-    from depthflow.common.lifecycle import run_main, run_service
+    from depthflow.common.lifecycle import run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -94,7 +95,7 @@ def sink(
         load_settings(HttpSettings),
     )
     if idle_timeout is None:
-        run_main(run_service(service))
+        asyncio.run(run_service(service))
         return
 
     async def burst() -> None:
@@ -104,7 +105,7 @@ def sink(
         finally:
             await service.stop()
 
-    run_main(burst())
+    asyncio.run(burst())
 
 
 @app.command("export")

@@ -21,8 +21,9 @@ def executor(
     ),
 ) -> None:
     """Consume signals.v1, check risk, place orders, publish orders.v1."""
+    import asyncio
 
-    from depthflow.common.lifecycle import run_main, run_service
+    from depthflow.common.lifecycle import run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -39,4 +40,4 @@ def executor(
         load_settings(PostgresSettings),
         load_settings(HttpSettings),
     )
-    run_main(run_service(service))
+    asyncio.run(run_service(service))

@@ -17,8 +17,9 @@ def features(ctx: typer.Context) -> None:
     """Run the features worker (md.book + md.trades → features.v1) until SIGTERM/SIGINT."""
     if ctx.invoked_subcommand is not None:
         return
+    import asyncio
 
-    from depthflow.common.lifecycle import run_main, run_service
+    from depthflow.common.lifecycle import run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -34,7 +35,7 @@ def features(ctx: typer.Context) -> None:
         load_settings(PostgresSettings),
         load_settings(HttpSettings),
     )
-    run_main(run_service(service))
+    asyncio.run(run_service(service))
 
 
 @app.command("describe")

@@ -46,8 +46,9 @@ def sim(
     reject_rate: float | None = typer.Option(None, help="orders rejected"),
 ) -> None:
     """Serve REST and WebSocket for Binance USD-M and Bybit v5 linear on one port."""
+    import asyncio
 
-    from depthflow.common.lifecycle import run_main, run_service
+    from depthflow.common.lifecycle import run_service
     from depthflow.common.settings import load_settings
     from depthflow.sim.app import Simulator
     from depthflow.sim.config import SimSettings
@@ -81,4 +82,4 @@ def sim(
         weight_limit=weight_limit,
         faults=faults,
     )
-    run_main(run_service(Simulator(settings)))
+    asyncio.run(run_service(Simulator(settings)))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
 
 app = typer.Typer(
@@ -23,7 +25,7 @@ def strategy(
     """Turn features.v1 into signals.v1 until SIGTERM/SIGINT."""
     if ctx.invoked_subcommand is not None:
         return
-    from depthflow.common.lifecycle import run_main, run_service
+    from depthflow.common.lifecycle import run_service
     from depthflow.common.settings import (
         HttpSettings,
         KafkaSettings,
@@ -45,7 +47,7 @@ def strategy(
         load_settings(HttpSettings),
     )
     if max_messages is None and idle_timeout is None:
-        run_main(run_service(service))
+        asyncio.run(run_service(service))
         return
 
     async def bounded() -> None:
@@ -55,7 +57,7 @@ def strategy(
         finally:
             await service.stop()
 
-    run_main(bounded())
+    asyncio.run(bounded())
 
 
 @app.command("models")
