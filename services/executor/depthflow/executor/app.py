@@ -246,7 +246,9 @@ class ExecutorService(Service):
                 actor="executor",
                 only_if_missing=True,
             )
-        self.producer = AsyncProducer(self.kafka, client_id="executor")
+        self.producer = AsyncProducer(
+            self.kafka, client_id="executor", linger_ms=s.producer_linger_ms
+        )
         await self.producer.start()
         stack.push_async_callback(self.producer.stop)
         await self._start_control()

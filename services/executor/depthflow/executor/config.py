@@ -115,6 +115,9 @@ class ExecutorSettings(BaseSettings):
     topic_control: str = "control.v1"
     topic_status: str = "status.v1"
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    # orders.v1 producer linger (ms): each outbox publish waits for its acks, and the next
+    # signal for that, so events are sent at once by default
+    producer_linger_ms: int = Field(default=0, ge=0, le=1000)
     concurrency: int = Field(default=16, ge=1, le=256, description="signals handled at once")
 
     @field_validator("db_schema")
