@@ -182,6 +182,7 @@ class FeaturesService(Service):
         self._heartbeat: HeartbeatPublisher | None = None
         self._scaler_task: asyncio.Task[None] | None = None
         self.vectors_total = 0
+        self.late_trades = 0  # see SymbolPipeline: where streaming may differ from batch
         # process CPU time (every thread) at the start of the first batch and at the end of
         # the latest: the processing cost per vector, without start-up (heartbeat detail)
         self._cpu_first: float | None = None
@@ -353,6 +354,7 @@ class FeaturesService(Service):
             "vectors": self.vectors_total,
             "vectors_per_s": round(rate, 1),
             "checkpoints": self.checkpoints,
+            "late_trades": self.late_trades,
             "scaler_version": self.scaler.version if self.scaler else "",
         }
         detail["checkpoint_s_by_phase"] = {
@@ -608,6 +610,7 @@ class FeaturesService(Service):
         out.n_vectors += len(vectors)
         if pipe.late_trades:
             self.m_late.inc(pipe.late_trades)
+            self.late_trades += pipe.late_trades
             pipe.late_trades = 0
 
     async def handle(self, records: list[Consumed]) -> None:
