@@ -555,31 +555,25 @@ class ConsumerLoop:
             return
         if not force and time.monotonic() < self._commit_due:
             return
+        complete = None
         if self._prepare_commit is not None:
             complete = await self._prepare_commit()
-            offsets, self._uncommitted = self._uncommitted, {}
-            self._commit_due = time.monotonic() + self._commit_interval_s
-            if force:
-                await complete()
-                await self._commit_offsets(offsets)
-            else:
-                self._pending_checkpoint = asyncio.create_task(
-                    self._complete_and_commit(complete, offsets), name="checkpoint"
-                )
-            return
-        if self._before_commit is not None:
+        elif self._before_commit is not None:
             await self._before_commit()
         offsets, self._uncommitted = self._uncommitted, {}
         self._commit_due = time.monotonic() + self._commit_interval_s
-        await self._commit_offsets(offsets)
+        if complete is None or force:
+            await self._complete_and_commit(complete, offsets)
+        else:
+            self._pending_checkpoint = asyncio.create_task(
+                self._complete_and_commit(complete, offsets), name="checkpoint"
+            )
 
     async def _complete_and_commit(
-        self, complete: Completion, offsets: dict[TopicPartition, int]
+        self, complete: Completion | None, offsets: dict[TopicPartition, int]
     ) -> None:
-        await complete()
-        await self._commit_offsets(offsets)
-
-    async def _commit_offsets(self, offsets: dict[TopicPartition, int]) -> None:
+        if complete is not None:
+            await complete()
         try:
             await self._consumer.commit(offsets)
             self.stats.commits += 1

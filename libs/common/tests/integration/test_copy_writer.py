@@ -18,6 +18,18 @@ async def _table(pool: asyncpg.Pool, schema: str) -> None:
     )
 
 
+def _writer(pool: asyncpg.Pool, schema: str, **kw) -> CopyWriter:
+    """An idempotent writer of the ``quotes`` table (natural key symbol, seq)."""
+    return CopyWriter(
+        pool,
+        "quotes",
+        ["symbol", "seq", "bid", "ask"],
+        schema=schema,
+        conflict_columns=["symbol", "seq"],
+        **kw,
+    )
+
+
 def _rows(n: int, start: int = 0, symbol: str = "BTCUSDT"):
     return [(symbol, i, 100.0 + i, 101.0 + i) for i in range(start, start + n)]
 
@@ -25,14 +37,7 @@ def _rows(n: int, start: int = 0, symbol: str = "BTCUSDT"):
 async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schema):
     pool = await create_pool(pg_settings)
     await _table(pool, fresh_schema)
-    writer = CopyWriter(
-        pool,
-        "quotes",
-        ["symbol", "seq", "bid", "ask"],
-        schema=fresh_schema,
-        conflict_columns=["symbol", "seq"],
-        batch_size=1000,
-    )
+    writer = _writer(pool, fresh_schema, batch_size=1000)
     await writer.start()
     try:
         await writer.add_many(_rows(5000))
@@ -49,15 +54,7 @@ async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schem
 async def test_time_based_flush_without_an_explicit_flush(pg_settings, fresh_schema):
     pool = await create_pool(pg_settings)
     await _table(pool, fresh_schema)
-    writer = CopyWriter(
-        pool,
-        "quotes",
-        ["symbol", "seq", "bid", "ask"],
-        schema=fresh_schema,
-        conflict_columns=["symbol", "seq"],
-        batch_size=10_000,
-        flush_interval=0.05,
-    )
+    writer = _writer(pool, fresh_schema, batch_size=10_000, flush_interval=0.05)
     await writer.start()
     try:
         await writer.add_many(_rows(10))
@@ -76,15 +73,7 @@ async def test_writer_survives_a_postgres_restart_without_loss_or_duplicates(pri
     settings = PostgresSettings(dsn=SecretStr(dsn), pool_max_size=2)
     pool = await create_pool(settings)
     await _table(pool, "restart")
-    writer = CopyWriter(
-        pool,
-        "quotes",
-        ["symbol", "seq", "bid", "ask"],
-        schema="restart",
-        conflict_columns=["symbol", "seq"],
-        batch_size=200,
-        flush_interval=0.02,
-    )
+    writer = _writer(pool, "restart", batch_size=200, flush_interval=0.02)
     await writer.start()
     total = 0
 
@@ -115,15 +104,7 @@ async def test_writer_survives_a_postgres_restart_without_loss_or_duplicates(pri
 async def test_back_pressure_bounds_the_buffer(pg_settings, fresh_schema):
     pool = await create_pool(pg_settings)
     await _table(pool, fresh_schema)
-    writer = CopyWriter(
-        pool,
-        "quotes",
-        ["symbol", "seq", "bid", "ask"],
-        schema=fresh_schema,
-        conflict_columns=["symbol", "seq"],
-        batch_size=100,
-        max_buffered=300,
-    )
+    writer = _writer(pool, fresh_schema, batch_size=100, max_buffered=300)
     await writer.start()
     peak = 0
     try:
@@ -144,15 +125,8 @@ async def test_flush_through_writes_the_rows_before_the_mark_not_those_after(
 ):
     pool = await create_pool(pg_settings)
     await _table(pool, fresh_schema)
-    writer = CopyWriter(
-        pool,
-        "quotes",
-        ["symbol", "seq", "bid", "ask"],
-        schema=fresh_schema,
-        conflict_columns=["symbol", "seq"],
-        batch_size=100,
-        flush_interval=60.0,  # no background flush during the test
-    )
+    # flush_interval: no background flush during the test
+    writer = _writer(pool, fresh_schema, batch_size=100, flush_interval=60.0)
     await writer.start()
     try:
         await writer.add_many(_rows(250))

@@ -43,18 +43,27 @@ def _produce_trades(kafka_settings, topic: str, symbols: list[str], per_symbol: 
     assert producer.delivered == per_symbol * len(symbols)
 
 
-async def _loop(kafka_settings, topic, handler, service, group):
-    dlq = AsyncProducer(kafka_settings, client_id=service)
-    await dlq.start()
-    loop = ConsumerLoop(
+def _trade_loop(kafka_settings, topic, handler, service, group, dlq, **kw) -> ConsumerLoop:
+    """A ConsumerLoop over one trades topic (``kw``: batch size, commit options)."""
+    return ConsumerLoop(
         kafka_settings,
         service=service,
         group_id=group,
         topics=[Topic(topic, Trade, "{exchange}:{symbol}")],
         handler=handler,
         dlq_producer=dlq,
-        max_batch=97,
+        **kw,
     )
+
+
+async def _committed(loop: ConsumerLoop, topic: str, partitions=(0, 1)) -> int:
+    return sum([(await loop.committed(topic, p)) or 0 for p in partitions])
+
+
+async def _loop(kafka_settings, topic, handler, service, group):
+    dlq = AsyncProducer(kafka_settings, client_id=service)
+    await dlq.start()
+    loop = _trade_loop(kafka_settings, topic, handler, service, group, dlq, max_batch=97)
     await loop.start()
     return loop, dlq
 
@@ -292,20 +301,20 @@ async def test_interval_commits_follow_the_checkpoint_and_a_failed_batch_never_c
         checkpointed.append(len(handled))
 
     def make(commit_interval_s: float) -> ConsumerLoop:
-        return ConsumerLoop(
+        return _trade_loop(
             kafka_settings,
-            service="interval",
-            group_id=group,
-            topics=[Topic(topic, Trade, "{exchange}:{symbol}")],
-            handler=handler,
-            dlq_producer=dlq,
+            topic,
+            handler,
+            "interval",
+            group,
+            dlq,
             max_batch=50,
             commit_interval_s=commit_interval_s,
             before_commit=checkpoint,
         )
 
     async def committed(loop: ConsumerLoop) -> int:
-        return sum([(await loop.committed(topic, p)) or 0 for p in (0, 1)])
+        return await _committed(loop, topic)
 
     try:
         # the handler fails on its 4th batch, before the 60 s interval: nothing is committed,
@@ -424,20 +433,20 @@ async def test_a_background_checkpoint_lets_batches_go_on_and_commits_only_its_s
         await asyncio.sleep(0.01)
 
     def make(interval: float) -> ConsumerLoop:
-        return ConsumerLoop(
+        return _trade_loop(
             kafka_settings,
-            service="prepared",
-            group_id=group,
-            topics=[Topic(topic, Trade, "{exchange}:{symbol}")],
-            handler=handler,
-            dlq_producer=dlq,
+            topic,
+            handler,
+            "prepared",
+            group,
+            dlq,
             max_batch=20,
             commit_interval_s=interval,
             prepare_commit=prepare,
         )
 
     async def committed(loop: ConsumerLoop) -> int:
-        return sum([(await loop.committed(topic, p)) or 0 for p in (0, 1)])
+        return await _committed(loop, topic)
 
     async def prepare():
         snapshots.append(len(handled))

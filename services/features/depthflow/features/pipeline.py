@@ -117,7 +117,6 @@ class SymbolPipeline:
         # the collector feed of the last trade taken and its feed_seq (see the merge rule)
         self.trade_feed = ""
         self.trade_feed_seq = 0
-        self.released_ts: int | None = None  # timestamp of the last book computed
         self.late_trades = 0  # since the service last took the count (not checkpointed)
 
     # -- input ---------------------------------------------------------------------------
@@ -167,7 +166,8 @@ class SymbolPipeline:
         if feed_id:
             self.trade_feed = feed_id
             self.trade_feed_seq = feed_seq
-        if self.released_ts is not None and ts <= self.released_ts:
+        computed = self.engine.last_exchange_ts_us  # the last book computed
+        if computed is not None and ts <= computed:
             self.late_trades += 1
         self.trades.append([price, qty, is_buy, ts])
         if self.trade_wm is None or ts > self.trade_wm:
@@ -219,8 +219,6 @@ class SymbolPipeline:
                     break
                 books.popleft()
                 self._apply_trades_until(b.ts, trade_rejects)
-                if self.released_ts is None or b.ts > self.released_ts:
-                    self.released_ts = b.ts
                 if engine.last_seq is not None and b.seq <= engine.last_seq:
                     self.skipped += 1
                     continue
@@ -271,7 +269,6 @@ class SymbolPipeline:
             "skipped": self.skipped,
             "trade_feed": self.trade_feed,
             "trade_feed_seq": self.trade_feed_seq,
-            "released_ts": self.released_ts,
         }
 
     @classmethod
@@ -292,5 +289,4 @@ class SymbolPipeline:
         # absent from states checkpointed before the feed stamps existed
         p.trade_feed = s.get("trade_feed", "")
         p.trade_feed_seq = int(s.get("trade_feed_seq", 0))
-        p.released_ts = s.get("released_ts")
         return p
