@@ -17,15 +17,17 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 # The collector's per-message modules, compiled with mypyc next to their .py files (about
-# 20 s; ~14 % less CPU per depth message, see docs/collector.md). Rebuilt whenever one of them
-# changes; a failed compile fails `make install`. Back to pure Python: build-native.sh --clean
-NATIVE_SRC := $(addprefix services/collector/depthflow/collector/,parsers.py book.py sync.py events.py feed.py)
-NATIVE := services/collector/build/native-sources.sha256
+# 20 s; ~14 % less CPU per depth message, see docs/collector.md), and the backtest's level
+# reader (its batch mode reads every book level once, through it). Rebuilt whenever one of
+# them changes; a failed compile fails `make install`. Back to pure Python: build-native.sh --clean
+NATIVE_SRC := $(addprefix services/collector/depthflow/collector/,parsers.py book.py sync.py events.py feed.py) \
+	services/backtest/depthflow/backtest/levels.py
+NATIVE := services/collector/build/native-sources.sha256 services/backtest/build/native-sources.sha256
 
-$(NATIVE): $(STAMP) $(NATIVE_SRC) deploy/local/build-native.sh
+$(NATIVE) &: $(STAMP) $(NATIVE_SRC) deploy/local/build-native.sh
 	deploy/local/build-native.sh $(NATIVE_SRC)
 
-install: $(STAMP) $(NATIVE)  ## create .venv, install pinned dependencies, compile the collector's hot path
+install: $(STAMP) $(NATIVE)  ## create .venv, install pinned dependencies, compile the hot paths
 
 lock:  ## re-pin transitive dependencies into constraints.txt
 	$(BIN)/pip freeze --exclude-editable | grep -v '^depthflow' > constraints.txt

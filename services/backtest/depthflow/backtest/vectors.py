@@ -38,6 +38,8 @@ from depthflow.backtest.events import (
     TradeEvent,
     sort_key,
 )
+from depthflow.backtest.levels import COMPILED as COMPILED_LEVELS
+from depthflow.backtest.levels import NotPlainLevels, book_levels
 from depthflow.features.batch import BookArrays, TradeArrays, compute_batch
 from depthflow.features.engine import FeatureState, InvalidInputError
 from depthflow.features.names import FEATURE_SET_VERSION, N_FEATURES
@@ -75,15 +77,48 @@ class SymbolVectors:
     streamed: bool = False  # computed by the streaming engine (streams not in time order)
 
 
-def _pack(books: Sequence[BookEvent]) -> tuple[BookArrays, np.ndarray]:
+def _pack(
+    books: Sequence[BookEvent], ts: np.ndarray | None = None
+) -> tuple[BookArrays, np.ndarray]:
     """All books as (N, 20) arrays, and whether each passes the engine's per-book checks
-    (levels finite > 0, strictly monotone, at most 20 per side, not crossed).
+    (levels finite > 0, strictly monotone, at most 20 per side, not crossed). ``ts``: the
+    books' exchange times, when the caller has them already.
 
-    The levels are read in one pass (``np.fromiter`` over every book's bids then asks): the
-    Python level lists are the one thing the batch mode has to touch per level. Books with
-    full sides (the usual top-20 case) are then checked on that buffer directly."""
+    The Python level lists are the one thing the batch mode has to touch per level: with
+    ``levels`` compiled, one pass reads and checks them (``_pack_plain``), else (or for levels
+    that are not plain float pairs) ``_pack_general``. Both give the same arrays."""
+    if ts is None:
+        ts = np.fromiter(map(attrgetter("ts"), books), np.int64, len(books))
+    if COMPILED_LEVELS:
+        packed = _pack_plain(books, ts)
+        if packed is not None:
+            return packed
+    return _pack_general(books, ts)
+
+
+def _pack_plain(books: Sequence[BookEvent], ts: np.ndarray) -> tuple[BookArrays, np.ndarray] | None:
+    """``_pack`` through ``levels.book_levels``; None if a level is not a plain float pair."""
     n = len(books)
-    ts = np.fromiter(map(attrgetter("ts"), books), np.int64, n)
+    ok = [True] * n
+    counts = [0] * (2 * n)
+    try:
+        flat = np.fromiter(book_levels(books, ok, counts), F, 4 * MAX_LEVELS * n)
+    except NotPlainLevels:
+        return None
+    levels = flat.reshape(n, 2, MAX_LEVELS, 2)
+    bp, bq, ap, aq = (
+        np.ascontiguousarray(levels[:, side, :, part]) for side in (0, 1) for part in (0, 1)
+    )
+    nb_na = np.array(counts, np.int64).reshape(n, 2)
+    nb, na = np.ascontiguousarray(nb_na[:, 0]), np.ascontiguousarray(nb_na[:, 1])
+    return BookArrays(ts, bp, bq, ap, aq, nb, na), np.array(ok, bool)
+
+
+def _pack_general(books: Sequence[BookEvent], ts: np.ndarray) -> tuple[BookArrays, np.ndarray]:
+    """``_pack`` with numpy: the levels read in one pass (``np.fromiter`` over every book's
+    bids then asks), then checked as arrays; books with full sides (the usual top-20 case)
+    directly on that buffer."""
+    n = len(books)
     bid_lists = list(map(attrgetter("bids"), books))
     ask_lists = list(map(attrgetter("asks"), books))
     nb = np.fromiter(map(len, bid_lists), np.int64, n)
@@ -209,7 +244,7 @@ def batch_symbol_vectors(streams: SymbolStreams, min_interval_us: int) -> Symbol
         raise ValueError(f"{streams.key}: streams are not numbered (events.finalize)")
     if not (_in_time_order(b_ts) and _in_time_order(trade_fields[0])):
         return stream_symbol_vectors(streams, min_interval_us)
-    arrays, static_ok = _pack(books)
+    arrays, static_ok = _pack(books, b_ts)
     if np.all(seq[1:] > seq[:-1]):  # in time order too: no book is skipped or comes late
         codes = np.where(static_ok, 0, REJECTED)
     else:
