@@ -10,7 +10,7 @@ import time
 from aiohttp import web
 
 from depthflow.common.lifecycle import Service
-from depthflow.sim.config import SimSettings
+from depthflow.sim.config import SimSettings, push_phase_ms
 from depthflow.sim.faults import FaultConfig
 from depthflow.sim.instruments import instrument_for
 from depthflow.sim.market import Market
@@ -52,8 +52,11 @@ class Simulator(Service):
             for s in settings.symbols
         }
         self.hub = Hub(settings.seed, settings.faults)
-        self.binance = {s: BinancePublisher(m, self.hub) for s, m in self.markets.items()}
-        self.bybit = {s: BybitPublisher(m, self.hub) for s, m in self.markets.items()}
+        phase = {s: push_phase_ms(s, settings.push_phase) for s in self.markets}
+        self.binance = {s: BinancePublisher(m, self.hub, phase[s]) for s, m in self.markets.items()}
+        self.bybit = {s: BybitPublisher(m, self.hub, phase[s]) for s, m in self.markets.items()}
+        self._feeds = [(s, m, self.binance[s], self.bybit[s]) for s, m in self.markets.items()]
+        self._hub_version = -1
         self.exchange = Exchange(self.markets, settings)
         self.exchange.user_stream_delay_s = settings.faults.user_stream_delay_ms / 1000
         self.port: int | None = None
@@ -130,22 +133,36 @@ class Simulator(Service):
                 await asyncio.wait_for(stop.wait(), 0.1)
         return self.hub.messages_sent
 
-    def advance(self, now: int) -> None:
-        """Publish what every market produced and settle the accounts' fills."""
-        for sym, market in self.markets.items():
-            out = market.drain()
-            if out.maker_fills:
-                self.exchange.on_maker_fills(sym, out.maker_fills, now)
-            self.binance[sym].publish(out, now)
-            self.bybit[sym].publish(out, now)
-        self.exchange.flush()
-        self.hub.apply_connection_faults()
+    def advance(self, now: int, last: int | None = None) -> None:
+        """Publish what every market produced and settle the accounts' fills.
+
+        ``last`` is the previous tick's time: given it, a symbol is skipped when it produced
+        nothing, no subscription changed and none of its publishers has anything due (most
+        ticks at a few updates per tick); its publishers catch up on the next call."""
+        hub, exchange = self.hub, self.exchange
+        visit_all = last is None or hub.version != self._hub_version
+        self._hub_version = hub.version
+        for sym, market, binance, bybit in self._feeds:
+            out = market.outbox
+            if out.events or out.trades or out.maker_fills:
+                out = market.drain()
+                if out.maker_fills:
+                    exchange.on_maker_fills(sym, out.maker_fills, now)
+            elif not visit_all and now < binance.wake_ms and now < bybit.wake_ms:
+                continue
+            binance.publish(out, now, last)
+            bybit.publish(out, now, last)
+        exchange.flush()
+        hub.apply_connection_faults()
 
     async def _clock(self) -> None:
         tick = self.settings.tick_ms / 1000
         rate = self.settings.rate
-        carry = {s: 0.0 for s in self.markets}
+        markets = list(self.markets.values())
+        # every symbol has the same rate, so one carry: each steps the same n per tick
+        carry = 0.0
         last = time.monotonic()
+        last_now: int | None = None
         nxt = last + tick
         while True:
             await asyncio.sleep(max(0.0, nxt - time.monotonic()))
@@ -153,11 +170,12 @@ class Simulator(Service):
             elapsed, last = t - last, t
             nxt = max(nxt + tick, t)
             now = now_ms()
-            for sym, market in self.markets.items():
-                due = carry[sym] + rate * min(elapsed, 0.25)
-                n = int(due)
-                carry[sym] = due - n
-                if n:
+            due = carry + rate * min(elapsed, 0.25)
+            n = int(due)
+            carry = due - n
+            if n:
+                for market in markets:
                     market.step(n, now)
-                    self.updates += n
-            self.advance(now)
+                self.updates += n * len(markets)
+            self.advance(now, last_now)
+            last_now = now

@@ -783,10 +783,12 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         ws = web.WebSocketResponse(heartbeat=180.0, max_msg_size=65536)
         await ws.prepare(request)
         if path_stream in listen_keys:
-            conn = Connection(ws, sim.hub, public=False)
+            conn = Connection(ws, sim.hub, public=False, transport=request.transport)
             user_conns.setdefault(path_stream, set()).add(conn)
         else:
-            conn = Connection(ws, sim.hub, public=True, combined=combined)
+            conn = Connection(
+                ws, sim.hub, public=True, combined=combined, transport=request.transport
+            )
         sim.hub.register(conn)
         names = request.query.get("streams", "").split("/") if combined else [path_stream]
         if conn.public:

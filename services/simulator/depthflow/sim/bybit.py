@@ -687,7 +687,7 @@ def add_routes(app: web.Application, sim: Simulator) -> None:
         is_private = request.path.startswith("/v5/private")
         ws = web.WebSocketResponse(heartbeat=60.0, max_msg_size=65536)
         await ws.prepare(request)
-        conn = Connection(ws, sim.hub, public=not is_private)
+        conn = Connection(ws, sim.hub, public=not is_private, transport=request.transport)
         sim.hub.register(conn)
         try:
             async for msg in ws:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import zlib
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode
@@ -13,6 +14,11 @@ from depthflow.sim.faults import FaultConfig
 # Documented local defaults (docs/simulator.md): they only ever unlock the simulator.
 DEFAULT_API_KEY = "depthflow-sim-key"
 DEFAULT_API_SECRET = "depthflow-sim-secret"  # noqa: S105 - a documented local default
+
+
+def push_phase_ms(symbol: str, mode: str) -> int:
+    """A symbol's push offset: fixed per symbol (crc32, taken mod each interval), 0 aligned."""
+    return zlib.crc32(symbol.encode()) if mode == "per_symbol" else 0
 
 
 class SimSettings(BaseSettings):
@@ -39,6 +45,12 @@ class SimSettings(BaseSettings):
         default=250_000,
         ge=2_000,
         description="updates kept for truth, over all symbols (each keeps at least 2,000)",
+    )
+    push_phase: Literal["per_symbol", "aligned"] = Field(
+        default="per_symbol",
+        description="interval streams (@depth@100ms, Bybit orderbook): each symbol pushed at "
+        "its own fixed offset within the interval (the exchanges' event times are not on "
+        "round multiples), or every symbol on the clock's round multiples at once",
     )
     faults: FaultConfig = FaultConfig()
 

@@ -30,6 +30,7 @@ class Instrument:
     mean_order_lots: float
     quote: str = "USDT"
     _price_cache: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    _qty_cache: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def tick_size(self) -> str:
@@ -56,7 +57,12 @@ class Instrument:
         return cached
 
     def qty_str(self, lots: int) -> str:
-        return _fmt(lots * self.lot_units, self.qty_dp)
+        cached = self._qty_cache.get(lots)
+        if cached is None:
+            cached = _fmt(lots * self.lot_units, self.qty_dp)
+            if len(self._qty_cache) < 100_000:
+                self._qty_cache[lots] = cached
+        return cached
 
     def quote_str(self, ticks_times_lots: int) -> str:
         """A notional (price * qty) given as ticks * lots, exact."""

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable
@@ -19,15 +20,48 @@ from depthflow.sim.faults import FaultConfig, StreamFaults
 log = logging.getLogger(__name__)
 
 MAX_BACKLOG = 50_000
+BATCH_BYTES = 256 * 1024  # payload bytes per batched write
 _conn_ids = itertools.count(1)
+_TEXT_FIN = 0x81  # FIN + text opcode; server frames are never masked (RFC 6455 5.1)
+_pack_len16 = struct.Struct("!BBH").pack
+_pack_len64 = struct.Struct("!BBQ").pack
+
+
+def take_frames(out: deque[bytes], max_bytes: int = BATCH_BYTES) -> bytes:
+    """Pop queued messages (at least one, up to ``max_bytes`` of payload) and return them
+    as consecutive unmasked text frames, byte for byte what ``send_frame`` writes."""
+    parts: list[bytes] = []
+    size = 0
+    while out and size < max_bytes:
+        msg = out.popleft()
+        n = len(msg)
+        if n < 126:
+            parts.append(bytes((_TEXT_FIN, n)))
+        elif n < 65536:
+            parts.append(_pack_len16(_TEXT_FIN, 126, n))
+        else:
+            parts.append(_pack_len64(_TEXT_FIN, 127, n))
+        parts.append(msg)
+        size += n
+    return b"".join(parts)
 
 
 class Connection:
     """One client WebSocket. ``wrap`` turns a topic payload into the wire form for this
-    connection (Binance combined streams wrap, raw streams do not)."""
+    connection (Binance combined streams wrap, raw streams do not).
+
+    Given the request's ``transport`` and no negotiated compression, a backlog of several
+    messages goes out as one write of their frames (a tick publishes many at once; one
+    send per frame was most of the writer's CPU). While the socket is backed up, frames go
+    one by one through aiohttp, whose flow control then holds the backlog here."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, hub: Hub, public: bool, combined: bool = False
+        self,
+        ws: web.WebSocketResponse,
+        hub: Hub,
+        public: bool,
+        combined: bool = False,
+        transport: asyncio.BaseTransport | None = None,
     ) -> None:
         self.id = next(_conn_ids)
         self.conn_id = f"sim-{self.id:08x}"
@@ -40,6 +74,9 @@ class Connection:
         self._out: deque[bytes] = deque()
         self._wake = asyncio.Event()
         self._closing = False
+        self._raw = (
+            transport if isinstance(transport, asyncio.WriteTransport) and not ws.compress else None
+        )
         self._writer = asyncio.create_task(self._write_loop())
         self.account: object | None = None  # set by private streams after auth
 
@@ -69,14 +106,23 @@ class Connection:
             self._wake.set()
 
     async def _write_loop(self) -> None:
-        ws = self.ws
+        ws, raw = self.ws, self._raw
         try:
             while True:
                 await self._wake.wait()
                 self._wake.clear()
                 out = self._out
                 while out and not self._closing:
-                    await ws.send_frame(out.popleft(), WSMsgType.TEXT)
+                    if (
+                        raw is not None
+                        and len(out) > 1
+                        and not ws.closed
+                        and not raw.is_closing()
+                        and not raw.get_write_buffer_size()
+                    ):
+                        raw.write(take_frames(out))
+                    else:
+                        await ws.send_frame(out.popleft(), WSMsgType.TEXT)
                 if self._closing:
                     break
         except (ConnectionError, RuntimeError, asyncio.CancelledError):
@@ -104,6 +150,9 @@ class Hub:
         self.connections: set[Connection] = set()
         self.on_first_subscriber: Callable[[str], None] | None = None
         self.messages_sent = 0
+        # bumped on every (un)subscription: publishers cache which of their topics have
+        # subscribers, and the engine knows when every symbol must be looked at again
+        self.version = 0
 
     def register(self, conn: Connection) -> None:
         self.connections.add(conn)
@@ -114,6 +163,7 @@ class Hub:
             self.on_first_subscriber(topic)
         subs.add(conn)
         conn.topics.add(topic)
+        self.version += 1
 
     def unsubscribe(self, conn: Connection, topic: str) -> None:
         subs = self.subscribers.get(topic)
@@ -122,6 +172,7 @@ class Hub:
             if not subs:
                 del self.subscribers[topic]
         conn.topics.discard(topic)
+        self.version += 1
 
     def unsubscribe_all(self, conn: Connection) -> None:
         for topic in list(conn.topics):
