@@ -51,6 +51,8 @@ from tests.e2e.pipeline import (  # noqa: E402 - the repo root must be importabl
 
 SYMBOLS_N = int(os.environ.get("BENCH_E2E_SYMBOLS", "200"))
 SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "600"))
+# the simulator's interval-stream schedule (SIM_PUSH_PHASE): per_symbol (default) or aligned
+PUSH_PHASE = os.environ.get("BENCH_E2E_PUSH_PHASE", "per_symbol")
 SAMPLE_S = 10.0
 WARMUP_S = 30.0  # excluded from rates and latency: connections, snapshots, first candles
 STAGES = ("sim", "collector-binance", "features", "strategy", "executor")
@@ -205,6 +207,7 @@ def run() -> dict[str, Any]:
                 "SIM_SYMBOLS": ",".join(symbols),
                 # updates/s per symbol: the 100 ms stream then carries ~10 messages/s each
                 "SIM_RATE": "40",
+                "SIM_PUSH_PHASE": PUSH_PHASE,
                 "COLLECTOR_SYMBOLS": ",".join(symbols),
                 "LOG_LEVEL": "WARNING",
                 # the generic instruments (price ~10, lot 0.1) have small clusters in USDT:
@@ -335,6 +338,7 @@ def run() -> dict[str, Any]:
         return {
             "symbols": SYMBOLS_N,
             "seconds": SECONDS,
+            "sim_push_phase": PUSH_PHASE,
             "window_s": round(window, 1),
             "throughput_msgs_per_s": {
                 "exchange_messages": rates["md.depth.raw"],  # depth + trades, as received
