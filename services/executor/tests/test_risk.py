@@ -284,3 +284,74 @@ def test_restore_rebuilds_state() -> None:
     assert ledger.exposures()["A"].position == 400.0
     ledger.set_position("B", 0.0, 50.0)
     assert "B" not in ledger.exposures()
+
+
+_positions = st.lists(
+    st.tuples(
+        st.sampled_from(["A", "B", "C"]),
+        st.floats(-5.0, 5.0, allow_nan=False),
+        st.floats(1.0, 3_000.0, allow_nan=False),
+    ),
+    max_size=3,
+)
+_working = st.lists(
+    st.tuples(
+        st.sampled_from(["A", "B", "C"]),
+        st.sampled_from(["buy", "sell"]),
+        st.floats(0.0, 3.0, allow_nan=False),
+        st.floats(1.0, 3_000.0, allow_nan=False),
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    positions=_positions,
+    working=_working,
+    symbol=st.sampled_from(["A", "B", "C"]),
+    side=st.sampled_from(["buy", "sell"]),
+    strength=st.floats(-0.5, 1.5, allow_nan=False),
+    confidence=st.floats(-0.5, 1.5, allow_nan=False),
+    price=st.floats(0.0, 5_000.0, allow_nan=False),
+    max_open=st.integers(0, 3),
+    max_exposure=st.sampled_from([0.0, 500.0, 3_000.0, 10_000.0]),
+    state=st.sampled_from([RiskState(), RiskState(True, 0.0), RiskState(False, -600.0)]),
+)
+def test_size_and_reserve_matches_the_pure_functions(
+    positions: list[tuple[str, float, float]],
+    working: list[tuple[str, str, float, float]],
+    symbol: str,
+    side: str,
+    strength: float,
+    confidence: float,
+    price: float,
+    max_open: int,
+    max_exposure: float,
+    state: RiskState,
+) -> None:
+    """The ledger's one-pass figures give exactly what size_order then evaluate give on the
+    exposures() snapshot: the same sizing, decision, reason, detail and floats."""
+    limits = RiskLimits(
+        max_open_positions=max_open, max_exposure_usdt=max_exposure, min_order_size_usdt=5.0
+    )
+    ledger = RiskLedger(limits, state)
+    ledger.restore(
+        positions,
+        [intent(f"w{i}", s, sd, q, p) for i, (s, sd, q, p) in enumerate(working)],
+    )
+    snap = ledger.exposures()
+    kw = {"symbol": symbol, "side": side, "strength": strength, "confidence": confidence}
+    expected = size_order(snap, price=price, spec=SPEC, limits=limits, **kw)  # type: ignore[arg-type]
+    sizing, decision = ledger.size_and_reserve("new", price=price, spec=SPEC, **kw)  # type: ignore[arg-type]
+    assert sizing == expected
+    if expected.reason is None:
+        it = intent("new", symbol, side, expected.qty, expected.price)
+        assert decision == evaluate(snap, it, limits, state, SPEC)
+        assert ("new" in ledger.reserved_ids()) == decision.accepted
+    else:
+        assert (decision.accepted, decision.reason, decision.detail) == (
+            False,
+            expected.reason,
+            expected.detail,
+        )

@@ -652,7 +652,10 @@ class BacktestEngine:
         if day != self._day:  # the live executor's daily PnL restarts each UTC day
             self._day = day
             self._daily_pnl = 0.0
-        self.ledger.set_state(RiskState(kill_switch=False, daily_pnl=self._daily_pnl))
+        state = self.ledger.state
+        # a new RiskState only when it changes (most signals come between the same fills)
+        if state.kill_switch or state.daily_pnl != self._daily_pnl:
+            self.ledger.set_state(RiskState(kill_switch=False, daily_pnl=self._daily_pnl))
 
     def _on_signal(self, s: SymbolState, v: VectorInput, d: Decision, e: Event) -> None:
         strategy = self.strategy

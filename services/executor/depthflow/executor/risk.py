@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
@@ -172,6 +172,7 @@ class RiskDecision:
 
 
 _NO_EXPOSURE = SymbolExposure()
+_NO_ROW = (0.0, 0.0, 0.0)  # _NO_EXPOSURE as a row
 
 
 def _counted(e: SymbolExposure) -> bool:
@@ -196,29 +197,72 @@ def evaluate(
     spec: SymbolSpec | None = None,
 ) -> RiskDecision:
     """The pre-trade check of ``intent`` against a snapshot (pure)."""
-    if not (intent.qty > 0 and intent.price > 0 and math.isfinite(intent.notional)):
-        return RiskDecision.reject(RejectReason.INVALID, f"qty={intent.qty} price={intent.price}")
-    notional = intent.notional
+    current = exposures.get(intent.symbol, _NO_EXPOSURE)
+    return _evaluate(
+        intent.symbol,
+        intent.side,
+        intent.qty,
+        intent.price,
+        (current.position, current.pending_buy, current.pending_sell),
+        lambda: (total_exposure(exposures), open_positions(exposures)),
+        limits,
+        state,
+        spec,
+    )
+
+
+# a symbol's (position, pending_buy, pending_sell) notional: SymbolExposure's fields as plain
+# floats, so the ledger's hot path need not build a snapshot of frozen dataclasses
+_Row = tuple[float, float, float]
+
+
+def _worst(row: _Row) -> float:
+    """``SymbolExposure.worst_case`` of ``row`` (the same expression)."""
+    position, pending_buy, pending_sell = row
+    return max(abs(position + pending_buy), abs(position - pending_sell))
+
+
+def _evaluate(
+    symbol: str,
+    side: Side,
+    qty: float,
+    price: float,
+    current: _Row,
+    totals: Callable[[], tuple[float, int]],
+    limits: RiskLimits,
+    state: RiskState,
+    spec: SymbolSpec | None,
+) -> RiskDecision:
+    """:func:`evaluate` on the symbol's exposure ``current`` and ``totals()`` — the snapshot's
+    :func:`total_exposure` and :func:`open_positions`, computed only past the size checks."""
+    notional = qty * price
+    if not (qty > 0 and price > 0 and math.isfinite(notional)):
+        return RiskDecision.reject(RejectReason.INVALID, f"qty={qty} price={price}")
     if notional + _EPS < limits.min_order_size_usdt:
         return RiskDecision.reject(
             RejectReason.BELOW_MIN_ORDER_SIZE,
             f"{notional:.4f} USDT < MIN_ORDER_SIZE_USDT {limits.min_order_size_usdt}",
         )
     below_venue = spec is not None and (
-        intent.qty + _EPS < spec.min_qty or notional + _EPS < spec.min_notional
+        qty + _EPS < spec.min_qty or notional + _EPS < spec.min_notional
     )
     if spec is not None and below_venue:
         return RiskDecision.reject(
             RejectReason.BELOW_VENUE_MINIMUM,
-            f"qty {intent.qty} / {notional:.4f} USDT below venue min_qty {spec.min_qty} "
+            f"qty {qty} / {notional:.4f} USDT below venue min_qty {spec.min_qty} "
             f"/ min_notional {spec.min_notional}",
         )
-    current = exposures.get(intent.symbol, _NO_EXPOSURE)
-    after = current.with_order(intent.side, notional)
-    current_worst, after_worst = current.worst_case, after.worst_case
+    position, pending_buy, pending_sell = current
+    # SymbolExposure.with_order
+    if side == "buy":
+        after: _Row = (position, pending_buy + notional, pending_sell)
+    else:
+        after = (position, pending_buy, pending_sell + notional)
+    current_worst, after_worst = _worst(current), _worst(after)
     current_counted = current_worst > _EPS  # _counted(current)
-    total_after = total_exposure(exposures) - current_worst + after_worst
-    count_after = open_positions(exposures) - current_counted + (after_worst > _EPS)
+    total, count = totals()
+    total_after = total - current_worst + after_worst
+    count_after = count - current_counted + (after_worst > _EPS)
     if after_worst <= current_worst + _EPS:
         return RiskDecision(True, None, "does not raise exposure", total_after, count_after)
     if state.kill_switch:
@@ -238,11 +282,11 @@ def evaluate(
             RejectReason.MAX_EXPOSURE,
             f"{total_after:.2f} USDT > MAX_EXPOSURE_USDT {limits.max_exposure_usdt}",
         )
-    cap = limits.symbol_cap(intent.symbol)
+    cap = limits.symbol_cap(symbol)
     if after_worst > cap + _EPS:
         return RiskDecision.reject(
             RejectReason.SYMBOL_EXPOSURE,
-            f"{intent.symbol} {after_worst:.2f} USDT > cap {cap}",
+            f"{symbol} {after_worst:.2f} USDT > cap {cap}",
         )
     return RiskDecision(True, None, "", total_after, count_after)
 
@@ -267,16 +311,28 @@ def headroom_usdt(
 ) -> float:
     """The largest notional an order on ``symbol``/``side`` may add within the exposure caps."""
     current = exposures.get(symbol, _NO_EXPOSURE)
-    current_worst = current.worst_case
-    if not current_worst > _EPS and open_positions(exposures) >= limits.max_open_positions:
-        return 0.0
-    others = total_exposure(exposures) - current_worst
-    bound = min(limits.symbol_cap(symbol), limits.max_exposure_usdt - others)
-    edge = (
-        current.position + current.pending_buy
-        if side == "buy"
-        else (current.pending_sell - current.position)
+    return _headroom(
+        (current.position, current.pending_buy, current.pending_sell),
+        total_exposure(exposures),
+        open_positions(exposures),
+        symbol,
+        side,
+        limits,
     )
+
+
+def _headroom(
+    current: _Row, total: float, count: int, symbol: str, side: Side, limits: RiskLimits
+) -> float:
+    """:func:`headroom_usdt` from the symbol's exposure and the snapshot's ``total`` exposure
+    and ``count`` of open positions."""
+    current_worst = _worst(current)
+    if not current_worst > _EPS and count >= limits.max_open_positions:
+        return 0.0
+    others = total - current_worst
+    bound = min(limits.symbol_cap(symbol), limits.max_exposure_usdt - others)
+    position, pending_buy, pending_sell = current
+    edge = position + pending_buy if side == "buy" else (pending_sell - position)
     return max(0.0, bound - edge)
 
 
@@ -297,12 +353,34 @@ def size_order(
     :func:`headroom_usdt`; the price is put on the tick grid away from the market and the
     quantity rounded down to whole lots, so rounding never takes the order above a limit.
     """
+    return _size(
+        lambda: headroom_usdt(exposures, symbol, side, limits),
+        side,
+        strength,
+        confidence,
+        price,
+        spec,
+        limits,
+    )
+
+
+def _size(
+    headroom: Callable[[], float],
+    side: Side,
+    strength: float,
+    confidence: float,
+    price: float,
+    spec: SymbolSpec,
+    limits: RiskLimits,
+) -> Sizing:
+    """:func:`size_order` with the headroom from ``headroom()`` (asked once the price is
+    valid)."""
     px = spec.round_price(price, side)
     if not px > 0:
         return Sizing(0.0, px, RejectReason.INVALID, f"price {price} rounds to {px}")
     conviction = min(1.0, max(0.0, strength)) * min(1.0, max(0.0, confidence))
     target = limits.order_usdt_at_full_conviction * conviction
-    room = headroom_usdt(exposures, symbol, side, limits)
+    room = headroom()
     qty = spec.round_qty(min(target, room) / px)
     if qty <= 0 or qty * px + _EPS < limits.min_order_size_usdt:
         reason = RejectReason.NO_HEADROOM if room < target else RejectReason.BELOW_MIN_ORDER_SIZE
@@ -348,14 +426,7 @@ class RiskLedger:
             return self._exposures()
 
     def _exposures(self) -> dict[str, SymbolExposure]:
-        out: dict[str, SymbolExposure] = {}
-        for symbol, h in self._holdings.items():
-            if h.qty:
-                out[symbol] = SymbolExposure(position=h.qty * h.mark)
-        for r in self._reserved.values():
-            e = out.get(r.symbol, _NO_EXPOSURE)
-            out[r.symbol] = e.with_order(r.side, r.remaining_qty * r.price)
-        return out
+        return {symbol: SymbolExposure(*row) for symbol, row in self._rows().items()}
 
     def try_reserve(self, intent: OrderIntent, spec: SymbolSpec | None = None) -> RiskDecision:
         """Check ``intent`` and, if accepted, reserve its exposure — one atomic step.
@@ -388,26 +459,56 @@ class RiskLedger:
             if client_order_id in self._reserved:
                 dup = RiskDecision.reject(RejectReason.DUPLICATE, client_order_id)
                 return Sizing(0.0, price, RejectReason.DUPLICATE), dup
-            snap = self._exposures()
-            sizing = size_order(
-                snap,
-                symbol=symbol,
-                side=side,
-                strength=strength,
-                confidence=confidence,
-                price=price,
-                spec=spec,
-                limits=self.limits,
+            # the snapshot's figures, once for both steps (the snapshot cannot change in
+            # between): exactly what size_order and evaluate compute from _exposures()
+            rows = self._rows()
+            current = rows.get(symbol, _NO_ROW)
+            worst = [_worst(r) for r in rows.values()]
+            total = sum(worst)  # total_exposure: the same sum in the same order
+            count = sum(1 for w in worst if w > _EPS)  # open_positions
+            limits = self.limits
+            sizing = _size(
+                lambda: _headroom(current, total, count, symbol, side, limits),
+                side,
+                strength,
+                confidence,
+                price,
+                spec,
+                limits,
             )
             if sizing.reason is not None:
                 return sizing, RiskDecision.reject(sizing.reason, sizing.detail)
-            intent = OrderIntent(client_order_id, symbol, side, sizing.qty, sizing.price)
-            decision = evaluate(snap, intent, self.limits, self.state, spec)
+            decision = _evaluate(
+                symbol,
+                side,
+                sizing.qty,
+                sizing.price,
+                current,
+                lambda: (total, count),
+                limits,
+                self.state,
+                spec,
+            )
             if decision.accepted:
                 self._reserved[client_order_id] = _Reservation(
                     symbol, side, sizing.qty, sizing.price
                 )
             return sizing, decision
+
+    def _rows(self) -> dict[str, _Row]:
+        """Each symbol's exposure as a plain row (``_exposures`` wraps them): the position
+        first, then every reservation in order (the total's float sum follows this order)."""
+        out: dict[str, _Row] = {}
+        for symbol, h in self._holdings.items():
+            if h.qty:
+                out[symbol] = (h.qty * h.mark, 0.0, 0.0)
+        for r in self._reserved.values():
+            position, pending_buy, pending_sell = out.get(r.symbol, _NO_ROW)
+            if r.side == "buy":
+                out[r.symbol] = (position, pending_buy + r.remaining_qty * r.price, pending_sell)
+            else:
+                out[r.symbol] = (position, pending_buy, pending_sell + r.remaining_qty * r.price)
+        return out
 
     def release(self, client_order_id: str) -> bool:
         """Drop what is left of a reservation (order rejected, cancelled, failed or done)."""

@@ -251,21 +251,22 @@ def _clusters(
     ``p``, ``q``, ``mask`` level-major (20, N)."""
     width, n = p.shape
     inn = mask & (q >= mean)
-    # three running sums at once, level by level: the run's volume and notional (reset to 0.0
+    # the run's volume and notional, two running sums at once, level by level (reset to 0.0
     # outside a run: x * 0.0 and x * 1.0 are exactly np.where(in, x, 0.0) for the finite
-    # x >= 0 here) and the large-q sum (an absent level, q = 0, adds 0.0)
-    terms = np.empty((width, 3, n), F)
-    terms[:, 0] = q
-    np.multiply(p, q, out=terms[:, 1])
-    terms[:, 2] = np.where(q >= large, q, 0.0)
-    keep = np.empty((width, 3, n), F)
-    keep[:, 0] = inn
-    keep[:, 1] = inn
-    keep[:, 2] = 1.0
-    acc = np.multiply(terms, keep, out=terms)  # level 0: 0.0 + x is x
+    # x >= 0 here)
+    keep = inn.astype(F)[:, None, :]
+    acc = np.empty((width, 2, n), F)
+    acc[:, 0] = q
+    np.multiply(p, q, out=acc[:, 1])
+    acc *= keep  # level 0: 0.0 + x is x
     for j in range(1, width):
         np.add(acc[j - 1], acc[j], out=acc[j])
         acc[j] *= keep[j]
+    # the large-q sum, level by level from level 0 (an absent level, q = 0, adds 0.0)
+    large_q = np.where(q >= large, q, 0.0)
+    big = large_q[0].copy()
+    for j in range(1, width):
+        big += large_q[j]
     cv, cpv = acc[:, 0], acc[:, 1]
     end = inn.copy()  # the run ends at this level
     end[:-1] &= ~inn[1:]
@@ -278,7 +279,7 @@ def _clusters(
     first = width - hit.max(axis=0)
     best_pv = cpv[first, np.arange(n)]
     count = end.view(np.uint8).sum(axis=0, dtype=np.uint8).astype(F)
-    return count, best_pv / best_v, best_v, acc[-1, 2]
+    return count, best_pv / best_v, best_v, big
 
 
 def _by_price(p: np.ndarray, mask: np.ndarray, pv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -450,11 +451,12 @@ def _book_rows(books: BookArrays, block: int) -> _BookRows:
         age_sum = ages[0].sum(axis=1) + ages[1].sum(axis=1)
         mean_age = _div(age_sum.astype(F), n_all.astype(F), n_all > 0)
         ss = np.zeros(r1 - r0, F)
+        d = np.empty((MAX_LEVELS, r1 - r0), F)  # level-major: a level's row is contiguous
         for age, mask in zip(ages, present, strict=True):
-            d = age - mean_age[:, None]
-            dd = np.where(mask.T, d * d, 0.0)
+            np.subtract(age.T, mean_age, out=d)
+            dd = np.where(mask, d * d, 0.0)
             for j in range(MAX_LEVELS):  # + 0.0 for an absent level changes nothing
-                ss = ss + dd[:, j]
+                np.add(ss, dd[j], out=ss)
         f["mean_age"][s] = mean_age
         f["ss"][s] = ss
     return _BookRows(f, changes, churn)
