@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 TARGET_MSGS_PER_S = 20_000
@@ -177,14 +178,23 @@ def _load_phase(seconds: float) -> dict[str, Any]:
         SIM_SEED="1",
         LOG_LEVEL="WARNING",
     )
+    with _simulator(["--port", str(port)], env) as proc:
+        return asyncio.run(_measure_load(port, proc.pid, seconds))
+
+
+@contextlib.contextmanager
+def _simulator(
+    args: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``depthflow sim`` with ``args`` as a subprocess, stopped when the block ends."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "depthflow.sim", "--port", str(port)],
+        [sys.executable, "-m", "depthflow.sim", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
     )
     try:
-        return asyncio.run(_measure_load(port, proc.pid, seconds))
+        yield proc
     finally:
         proc.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -195,31 +205,9 @@ def _load_phase(seconds: float) -> dict[str, Any]:
 
 def _phase(rate_per_symbol: float, seconds: float) -> dict[str, Any]:
     port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "depthflow.sim",
-            "--port",
-            str(port),
-            "--symbols",
-            ",".join(SYMBOLS),
-            "--rate",
-            str(rate_per_symbol),
-            "--seed",
-            "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    args = ["--port", str(port), "--symbols", ",".join(SYMBOLS)]
+    with _simulator([*args, "--rate", str(rate_per_symbol), "--seed", "1"]):
         result = asyncio.run(_measure(port, seconds))
-    finally:
-        proc.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
-        if proc.poll() is None:
-            proc.kill()
     result["requested_msgs_per_s"] = rate_per_symbol * len(SYMBOLS)
     return result
 

@@ -4,7 +4,6 @@ on the books that break the conventions too; and the compiled module is its curr
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -20,9 +19,9 @@ from depthflow.backtest import levels
 from depthflow.backtest.events import BookEvent
 from depthflow.backtest.synthetic import synthetic_streams
 from depthflow.backtest.vectors import _pack, _pack_general, _pack_plain
+from depthflow.common.testing.native import stale_compiled
 
 PACKAGE = Path(depthflow.backtest.__file__).parent
-MANIFEST = PACKAGE.parent.parent / "build" / "native-sources.sha256"
 NAN, INF = math.nan, math.inf
 
 
@@ -152,16 +151,5 @@ def test_compiled_module_matches_its_source() -> None:
     """As the collector's ``test_native``: a stale extension would silently run old code."""
     compiled = [p for p in PACKAGE.glob("*.so") if "__mypyc" not in p.name]
     assert any(p.name.startswith("levels.") for p in compiled) == levels.COMPILED
-    if not compiled:
-        return  # pure Python: nothing can be stale
-    assert MANIFEST.exists(), f"compiled modules without {MANIFEST}: run make install"
-    recorded = {}
-    for line in MANIFEST.read_text().splitlines():
-        digest, path = line.split(maxsplit=1)
-        recorded[Path(path).name] = digest
-    stale = [
-        source.name
-        for source in (PACKAGE / (p.name.split(".", 1)[0] + ".py") for p in compiled)
-        if recorded.get(source.name) != hashlib.sha256(source.read_bytes()).hexdigest()
-    ]
+    stale = stale_compiled(PACKAGE)
     assert not stale, f"{', '.join(stale)} changed since compiled: run make install"
