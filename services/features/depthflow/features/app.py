@@ -137,12 +137,10 @@ class Outputs:
 
     vector_rows: list[tuple[Any, ...]] = field(default_factory=list)
     candle_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    # the symbol being collected (published, then cleared, after each symbol)
     messages: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = field(default_factory=list)
     letters: list[tuple[bytes, bytes]] = field(default_factory=list)
     compute_ns: list[int] = field(default_factory=list)
     n_vectors: int = 0
-    n_emitted: int = 0
 
 
 class FeaturesService(Service):
@@ -668,18 +666,8 @@ class FeaturesService(Service):
                 )
                 continue
             touched[key] = (pipe, msg.partition)
-        pub = self._publisher
-        assert pub is not None
-        topic = s.topic_features
-        messages = out.messages
         for key, (pipe, partition) in touched.items():
             self._collect(key, pipe, partition, out)
-            # published as each symbol is computed: the batch's first symbols do not wait
-            # for its last (a batch of a 100 ms burst of 200 symbols takes ~50 ms)
-            for k, value, headers in messages:
-                pub.produce(topic, value, k, headers)
-            out.n_emitted += len(messages)
-            messages.clear()
         if book_times:  # record time -> end of the batch that took it
             done_ms = time.time_ns() // 1_000_000
             self.m_input_delay.observe_ns([max(0, done_ms - t) * 1_000_000 for t in book_times])
@@ -690,6 +678,11 @@ class FeaturesService(Service):
         if out.candle_rows:
             assert self._candles is not None
             await self._candles.add_many(out.candle_rows)
+        pub = self._publisher
+        assert pub is not None
+        topic = s.topic_features
+        for key, value, headers in out.messages:
+            pub.produce(topic, value, key, headers)
         for key, value in out.letters:
             pub.produce(s.topic_dlq, value, key)
         pub.poll(0)  # serve delivery reports
@@ -709,7 +702,7 @@ class FeaturesService(Service):
         if out.letters:
             self.m_dead.inc(len(out.letters))
             log.warning("dead-lettered messages", extra={"count": len(out.letters)})
-        self.m_emitted.inc(out.n_emitted)
+        self.m_emitted.inc(len(out.messages))
         self.m_state.set(sum(self._state_bytes.values()))
         self.m_symbols.set(len(self._pipes))
         self.m_batch.observe(batch_s)
