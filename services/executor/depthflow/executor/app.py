@@ -136,8 +136,6 @@ class ExecutorService(Service):
         self._publish_lock = asyncio.Lock()
         self._reconcile_lock = asyncio.Lock()
         self._in_flight = 0
-        # orders sent in the background by the consumer's batches (``handle_signal``)
-        self._sends: set[asyncio.Task[None]] = set()
         self._daily = (time.gmtime().tm_yday, 0.0)
         self._control_consumer: AIOKafkaConsumer | None = None
         self.reconciliations = 0
@@ -297,7 +295,6 @@ class ExecutorService(Service):
         self.metrics.service.up.set(1)
 
     async def on_stop(self) -> None:
-        await self.drain_sends()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -450,7 +447,7 @@ class ExecutorService(Service):
         async def one_key(msgs: list[Consumed]) -> None:
             async with sem:
                 for m in msgs:  # one symbol's signals in order
-                    await self.handle_signal(m, wait_for_send=False)
+                    await self.handle_signal(m)
 
         results = await asyncio.gather(
             *(one_key(v) for v in by_key.values()), return_exceptions=True
@@ -460,14 +457,8 @@ class ExecutorService(Service):
                 raise r  # nothing committed: the batch is replayed, idempotently
         return None
 
-    async def handle_signal(self, msg: Consumed, *, wait_for_send: bool = True) -> None:
-        """Turn one signal into at most one order.
-
-        ``wait_for_send`` False (the consumer's batches): return once the order is stored
-        (Pending) and its event published, and send it in the background, so that the next
-        signals are not queued behind the venue's round trip. Nothing is lost by committing
-        the signal's offset before the venue answers: a Pending order is resolved by query,
-        here or by the reconciler after a crash, and never sent twice."""
+    async def handle_signal(self, msg: Consumed) -> None:
+        """Turn one signal into at most one order."""
         assert self.store is not None
         sig = msg.value
         received = time.monotonic()
@@ -547,37 +538,10 @@ class ExecutorService(Service):
         self._update_exposure()
         await self.publish_outbox()
         self._in_flight += 1
-        if wait_for_send:
-            try:
-                await self._send(order, received, sig.source_ts_us)
-            finally:
-                self._in_flight -= 1
-            return
-        while len(self._sends) >= self.settings.sends_in_flight:  # back-pressure
-            await asyncio.wait(self._sends, return_when=asyncio.FIRST_COMPLETED)
-        task = asyncio.create_task(self._send_in_background(order, received, sig.source_ts_us))
-        self._sends.add(task)
-        task.add_done_callback(self._sends.discard)
-
-    async def _send_in_background(
-        self, order: NewOrder, received: float, source_ts_us: int
-    ) -> None:
         try:
-            await self._send(order, received, source_ts_us)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the order stays Pending: the reconciler resolves it by query
-            log.exception(
-                "sending an order failed; left to reconciliation",
-                extra={"client_order_id": order.client_order_id},
-            )
+            await self._send(order, received, sig.source_ts_us)
         finally:
             self._in_flight -= 1
-
-    async def drain_sends(self, timeout: float = 30.0) -> None:
-        """Wait for the orders being sent in the background (shutdown; tests)."""
-        if self._sends:
-            await asyncio.wait(set(self._sends), timeout=timeout)
 
     def _market_snapshot(self, symbol: str, bid: float, ask: float) -> dict[str, Any]:
         snap: dict[str, Any] = {

@@ -119,12 +119,6 @@ class ExecutorSettings(BaseSettings):
     # signal for that, so events are sent at once by default
     producer_linger_ms: int = Field(default=0, ge=0, le=1000)
     concurrency: int = Field(default=16, ge=1, le=256, description="signals handled at once")
-    sends_in_flight: int = Field(
-        default=64,
-        ge=1,
-        le=4096,
-        description="orders sent in the background at once; the next signal waits beyond that",
-    )
 
     @field_validator("db_schema")
     @classmethod

@@ -194,13 +194,7 @@ async def running(
     settings: ExecutorSettings, kafka: KafkaSettings, pg: PostgresSettings
 ) -> AsyncIterator[ExecutorService]:
     """An in-process executor running its real loop until the block ends."""
-    async with running_service(ExecutorService(settings, kafka, pg, HttpSettings(port=0))) as svc:
-        yield svc
-
-
-@contextlib.asynccontextmanager
-async def running_service(svc: ExecutorService) -> AsyncIterator[ExecutorService]:
-    """``svc`` (constructed, not started) running its real loop until the block ends."""
+    svc = ExecutorService(settings, kafka, pg, HttpSettings(port=0))
     await svc.start()
     stop = asyncio.Event()
     task = asyncio.create_task(svc.run(stop))

@@ -3,19 +3,15 @@ against md.book levels taken from the simulator, a position, audit rows and orde
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import asyncpg
 from prometheus_client import generate_latest
 
-from depthflow.common.settings import HttpSettings
 from depthflow.common.testing import eventually_async
-from depthflow.executor.app import ExecutorService
 from depthflow.executor.ids import client_order_id
-from depthflow.executor.venues.base import NewOrder, OrderReport
 
-from .conftest import Bus, Sim, running_service
+from .conftest import Bus, Sim
 
 
 async def test_paper_signal_becomes_one_filled_order(
@@ -107,40 +103,3 @@ async def test_paper_venue_decodes_an_idle_symbols_newest_book_only_when_needed(
         await eventually_async(garbage_kept, timeout=10, what="the garbage record consumed")
         assert await venue.best_prices("ETHUSDT") == (200.0, 201.0)
         assert venue.latest_book("ETHUSDT").bid_price == 200.0  # type: ignore[attr-defined]
-
-
-async def test_signals_are_not_queued_behind_the_venues_round_trip(
-    sim: Sim, bus: Bus, make_settings, kafka_settings, pg_settings, db: asyncpg.Connection
-) -> None:
-    """The consumer moves on once an order is stored and its Pending event published: while
-    the venue has not answered the symbol's first order, its next signal becomes an order
-    too; once the venue answers, both complete, and stopping waits for sends in flight."""
-    await bus.book_from_sim(sim, "BTCUSDT")
-    svc = ExecutorService(
-        make_settings("paper", sim), kafka_settings, pg_settings, HttpSettings(port=0)
-    )
-    answer = asyncio.Event()
-    place = svc.venue.place_order
-
-    async def slow_place(order: NewOrder) -> OrderReport:  # a venue that answers late
-        await answer.wait()
-        return await place(order)
-
-    svc.venue.place_order = slow_place  # type: ignore[method-assign]
-    async with running_service(svc):
-        await svc.venue.wait_for_book("BTCUSDT")  # type: ignore[attr-defined]
-        first, second = (bus.signal(side=side, strength=0.2) for side in ("buy", "sell"))
-        coids = [client_order_id(s.signal_id) for s in (first, second)]
-
-        async def stored() -> list[asyncpg.Record] | None:
-            rows = await db.fetch("SELECT client_order_id, state FROM orders ORDER BY id")
-            return rows if len(rows) == 2 else None
-
-        rows = await eventually_async(stored, timeout=15, what="both orders stored")
-        assert [r["client_order_id"] for r in rows] == coids
-        assert [r["state"] for r in rows] == ["Pending", "Pending"]  # neither answered
-        answer.set()
-        # stopping (the block's end) waits for both sends
-    states = dict(await db.fetch("SELECT client_order_id, state FROM orders"))
-    assert set(states) == set(coids)
-    assert all(s in ("Placed", "PartiallyFilled", "Filled") for s in states.values()), states
