@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from enum import StrEnum
@@ -136,15 +136,32 @@ class SymbolExposure:
     pending_sell: float = 0.0
 
     @property
+    def row(self) -> _Row:
+        return (self.position, self.pending_buy, self.pending_sell)
+
+    @property
     def worst_case(self) -> float:
         """Exposure if every working buy, or every working sell, filled."""
-        return max(abs(self.position + self.pending_buy), abs(self.position - self.pending_sell))
+        return _worst(self.row)
 
-    def with_order(self, side: Side, notional: float) -> SymbolExposure:
-        """This exposure with one more working order."""
-        if side == "buy":
-            return SymbolExposure(self.position, self.pending_buy + notional, self.pending_sell)
-        return SymbolExposure(self.position, self.pending_buy, self.pending_sell + notional)
+
+# a symbol's (position, pending_buy, pending_sell) notional: SymbolExposure's fields as plain
+# floats, so the ledger's hot path need not build a snapshot of frozen dataclasses
+_Row = tuple[float, float, float]
+_NO_ROW: _Row = (0.0, 0.0, 0.0)
+
+
+def _worst(row: _Row) -> float:
+    position, pending_buy, pending_sell = row
+    return max(abs(position + pending_buy), abs(position - pending_sell))
+
+
+def _with_order(row: _Row, side: Side, notional: float) -> _Row:
+    """``row`` with one more working order."""
+    position, pending_buy, pending_sell = row
+    if side == "buy":
+        return (position, pending_buy + notional, pending_sell)
+    return (position, pending_buy, pending_sell + notional)
 
 
 @dataclass(frozen=True)
@@ -172,7 +189,6 @@ class RiskDecision:
 
 
 _NO_EXPOSURE = SymbolExposure()
-_NO_ROW = (0.0, 0.0, 0.0)  # _NO_EXPOSURE as a row
 
 
 def _counted(e: SymbolExposure) -> bool:
@@ -197,29 +213,18 @@ def evaluate(
     spec: SymbolSpec | None = None,
 ) -> RiskDecision:
     """The pre-trade check of ``intent`` against a snapshot (pure)."""
-    current = exposures.get(intent.symbol, _NO_EXPOSURE)
     return _evaluate(
         intent.symbol,
         intent.side,
         intent.qty,
         intent.price,
-        (current.position, current.pending_buy, current.pending_sell),
-        lambda: (total_exposure(exposures), open_positions(exposures)),
+        exposures.get(intent.symbol, _NO_EXPOSURE).row,
+        total_exposure(exposures),
+        open_positions(exposures),
         limits,
         state,
         spec,
     )
-
-
-# a symbol's (position, pending_buy, pending_sell) notional: SymbolExposure's fields as plain
-# floats, so the ledger's hot path need not build a snapshot of frozen dataclasses
-_Row = tuple[float, float, float]
-
-
-def _worst(row: _Row) -> float:
-    """``SymbolExposure.worst_case`` of ``row`` (the same expression)."""
-    position, pending_buy, pending_sell = row
-    return max(abs(position + pending_buy), abs(position - pending_sell))
 
 
 def _evaluate(
@@ -228,13 +233,14 @@ def _evaluate(
     qty: float,
     price: float,
     current: _Row,
-    totals: Callable[[], tuple[float, int]],
+    total: float,
+    count: int,
     limits: RiskLimits,
     state: RiskState,
     spec: SymbolSpec | None,
 ) -> RiskDecision:
-    """:func:`evaluate` on the symbol's exposure ``current`` and ``totals()`` — the snapshot's
-    :func:`total_exposure` and :func:`open_positions`, computed only past the size checks."""
+    """:func:`evaluate` on the symbol's exposure ``current``, the snapshot's ``total``
+    exposure and ``count`` of open positions."""
     notional = qty * price
     if not (qty > 0 and price > 0 and math.isfinite(notional)):
         return RiskDecision.reject(RejectReason.INVALID, f"qty={qty} price={price}")
@@ -252,15 +258,9 @@ def _evaluate(
             f"qty {qty} / {notional:.4f} USDT below venue min_qty {spec.min_qty} "
             f"/ min_notional {spec.min_notional}",
         )
-    position, pending_buy, pending_sell = current
-    # SymbolExposure.with_order
-    if side == "buy":
-        after: _Row = (position, pending_buy + notional, pending_sell)
-    else:
-        after = (position, pending_buy, pending_sell + notional)
-    current_worst, after_worst = _worst(current), _worst(after)
+    current_worst = _worst(current)
+    after_worst = _worst(_with_order(current, side, notional))
     current_counted = current_worst > _EPS  # _counted(current)
-    total, count = totals()
     total_after = total - current_worst + after_worst
     count_after = count - current_counted + (after_worst > _EPS)
     if after_worst <= current_worst + _EPS:
@@ -310,9 +310,8 @@ def headroom_usdt(
     exposures: Mapping[str, SymbolExposure], symbol: str, side: Side, limits: RiskLimits
 ) -> float:
     """The largest notional an order on ``symbol``/``side`` may add within the exposure caps."""
-    current = exposures.get(symbol, _NO_EXPOSURE)
     return _headroom(
-        (current.position, current.pending_buy, current.pending_sell),
+        exposures.get(symbol, _NO_EXPOSURE).row,
         total_exposure(exposures),
         open_positions(exposures),
         symbol,
@@ -354,7 +353,7 @@ def size_order(
     quantity rounded down to whole lots, so rounding never takes the order above a limit.
     """
     return _size(
-        lambda: headroom_usdt(exposures, symbol, side, limits),
+        headroom_usdt(exposures, symbol, side, limits),
         side,
         strength,
         confidence,
@@ -365,7 +364,7 @@ def size_order(
 
 
 def _size(
-    headroom: Callable[[], float],
+    room: float,
     side: Side,
     strength: float,
     confidence: float,
@@ -373,14 +372,12 @@ def _size(
     spec: SymbolSpec,
     limits: RiskLimits,
 ) -> Sizing:
-    """:func:`size_order` with the headroom from ``headroom()`` (asked once the price is
-    valid)."""
+    """:func:`size_order` with the headroom ``room``."""
     px = spec.round_price(price, side)
     if not px > 0:
         return Sizing(0.0, px, RejectReason.INVALID, f"price {price} rounds to {px}")
     conviction = min(1.0, max(0.0, strength)) * min(1.0, max(0.0, confidence))
     target = limits.order_usdt_at_full_conviction * conviction
-    room = headroom()
     qty = spec.round_qty(min(target, room) / px)
     if qty <= 0 or qty * px + _EPS < limits.min_order_size_usdt:
         reason = RejectReason.NO_HEADROOM if room < target else RejectReason.BELOW_MIN_ORDER_SIZE
@@ -468,7 +465,7 @@ class RiskLedger:
             count = sum(1 for w in worst if w > _EPS)  # open_positions
             limits = self.limits
             sizing = _size(
-                lambda: _headroom(current, total, count, symbol, side, limits),
+                _headroom(current, total, count, symbol, side, limits),
                 side,
                 strength,
                 confidence,
@@ -484,7 +481,8 @@ class RiskLedger:
                 sizing.qty,
                 sizing.price,
                 current,
-                lambda: (total, count),
+                total,
+                count,
                 limits,
                 self.state,
                 spec,
@@ -502,7 +500,7 @@ class RiskLedger:
         for symbol, h in self._holdings.items():
             if h.qty:
                 out[symbol] = (h.qty * h.mark, 0.0, 0.0)
-        for r in self._reserved.values():
+        for r in self._reserved.values():  # _with_order, inlined: once per working order
             position, pending_buy, pending_sell = out.get(r.symbol, _NO_ROW)
             if r.side == "buy":
                 out[r.symbol] = (position, pending_buy + r.remaining_qty * r.price, pending_sell)
