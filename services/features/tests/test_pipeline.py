@@ -3,6 +3,7 @@ equals the canonical replay; replays (offsets, seqs) change nothing; state round
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 
@@ -129,9 +130,108 @@ def test_a_trade_received_after_a_newer_book_is_counted_late() -> None:
     assert len(out) == 1
     older = ("t", 0, ("t", 1.0, 1.0, True, first[2][3] - 1), "f1", 1)
     _feed_stamped(pipe, [older], out)
-    assert pipe.late_trades == 1
+    assert pipe.late_trades == 0  # counted when it enters, before the next book
+    _feed_stamped(pipe, [("b", 1, books[1][2], "f1", 1)], out)
+    assert len(out) == 2 and pipe.late_trades == 1
     # an unstamped book still waits for the trade feed to pass it (or the hold)
     plain = SymbolPipeline("binance", "BTCUSDT", HOLD)
     plain.add_book(0, first[2][5], first[2][3], first[2][4], first[2][1], first[2][2], "")
     plain.release(out := [], [], [], [])
     assert out == [] and len(trades) > 0
+
+
+def _received_late(events: list[tuple], share: float, seed: int) -> list[tuple]:
+    """The events in the order a collector receives them when the exchange delivers a share
+    of the trades just after the next book (older than it, but received after it)."""
+    rng = random.Random(seed)
+    out = list(events)
+    i = 0
+    while i < len(out) - 1:
+        if out[i][0] == "t" and out[i + 1][0] == "b" and rng.random() < share:
+            out[i], out[i + 1] = out[i + 1], out[i]
+            i += 2
+        else:
+            i += 1
+    return out
+
+
+def test_stamped_output_never_depends_on_arrival_or_batches_even_with_late_trades() -> None:
+    """A replay after a crash must republish identical vectors: which trades precede a book
+    is the collector's receive order (the stamps), never what happened to be here already."""
+    series = generate(900, seed=8, mean_gap_us=300_000)
+    received = _received_late(series.events, share=0.3, seed=1)
+    assert received != series.events
+    # the canonical stream: each trade enters after the books the collector received first
+    expected, expected_ok = replay(FeatureState(), received)
+    stamped = _stamped(received)
+    books = [m for m in stamped if m[0] == "b"]
+    trades = [m for m in stamped if m[0] == "t"]
+    n_late = sum(
+        1 for a, b in itertools.pairwise(received) if a[0] == "b" and b[0] == "t" and b[4] <= a[3]
+    )
+    assert n_late > 20
+    for seed in range(4):
+        rng = random.Random(seed)
+        arrivals: list[tuple] = []
+        bi = ti = 0
+        while bi < len(books) or ti < len(trades):  # the topics interleave at random
+            if ti == len(trades) or (bi < len(books) and rng.random() < 0.5):
+                arrivals.append(books[bi])
+                bi += 1
+            else:
+                arrivals.append(trades[ti])
+                ti += 1
+        pipe = SymbolPipeline("binance", "BTCUSDT", HOLD)
+        out: list = []
+        cut = rng.randrange(len(arrivals) // 4, len(arrivals) // 2)
+        pos = 0
+        while pos < cut:  # batches of random size: events are queued, then released
+            n = rng.randint(1, 40)
+            for topic, off, e, feed, k in arrivals[pos : min(cut, pos + n)]:
+                if topic == "b":
+                    pipe.add_book(off, e[5], e[3], e[4], e[1], e[2], "", feed, k)
+                else:
+                    pipe.add_trade(off, e[1], e[2], e[3], e[4], feed, k)
+            pipe.release(out, [], [], [])
+            pos += n
+        # checkpoint, "crash", restore, replay from earlier offsets in one batch
+        restored = SymbolPipeline.from_state(json.loads(json.dumps(pipe.to_state())), HOLD, 0)
+        for topic, off, e, feed, k in arrivals[cut // 2 :]:
+            if topic == "b":
+                restored.add_book(off, e[5], e[3], e[4], e[1], e[2], "", feed, k)
+            else:
+                restored.add_trade(off, e[1], e[2], e[3], e[4], feed, k)
+        restored.release(out, [], [], [])
+        assert [v.book_seq for v in out] == [b[2][5] for b in books]
+        np.testing.assert_array_equal(np.array([v.values for v in out]), expected)
+        assert (np.array([v.valid for v in out]) == expected_ok).all()
+        assert pipe.late_trades + restored.late_trades >= n_late
+
+
+def test_books_of_a_crashed_feed_wait_only_until_the_next_feed() -> None:
+    series = generate(60, seed=9, mean_gap_us=300_000)
+    stamped = _stamped(series.events, feed="f1")
+    books = [m for m in stamped if m[0] == "b" and m[4] > 0]
+    first, second = books[0][2], books[1][2]
+    pipe = SymbolPipeline("binance", "BTCUSDT", HOLD)
+    out: list = []
+    # a book counts trades that never arrived (the collector died before sending them)
+    _feed_stamped(pipe, [books[0]], out)
+    assert out == []
+    # a trade of another feed alone proves nothing (it may be an older feed's)
+    _feed_stamped(pipe, [("t", 0, ("t", 1.0, 1.0, True, second[3] - 1), "f2", 1)], out)
+    assert out == []
+    # the restarted collector's first book: the old feed is over, its book goes first
+    _feed_stamped(pipe, [("b", 1, second, "f2", 1)], out)
+    assert [v.book_seq for v in out] == [first[5], second[5]]
+
+
+def test_state_version_1_still_restores() -> None:
+    series = generate(50, seed=10, mean_gap_us=300_000)
+    pipe = SymbolPipeline("binance", "BTCUSDT", HOLD)
+    _feed(pipe, [("t", i, e) for i, e in enumerate(x for x in series.events if x[0] == "t")], [])
+    state = pipe.to_state()
+    old = {k: v for k, v in state.items() if k not in ("trade_feeds", "book_feed")}
+    old.update(v=1, trades=[t[:4] for t in state["trades"]])
+    restored = SymbolPipeline.from_state(json.loads(json.dumps(old)), HOLD, 0)
+    assert list(restored.trades) == [[*t[:4], "", 0] for t in state["trades"]]

@@ -11,14 +11,21 @@ table:
 
   - the collector stamped it (``feed_id``, ``trades_before``) and this symbol's trades up to
     ``feed_seq == trades_before`` of the same feed are taken: everything the collector
-    received before the book is here (no waiting in the steady state);
-  - or the trade feed has passed its timestamp;
-  - or it has waited ``hold_us`` of exchange time (a later book arrived that much newer while
-    the trade feed stayed behind: unstamped input, or a trade lost on the way).
+    received before the book is here (no waiting in the steady state); or the trade stream
+    has moved on to a later feed (that feed's collector crashed: what it sent is all here);
+  - unstamped input: the trade feed has passed its timestamp, or the book has waited
+    ``hold_us`` of exchange time (a later book arrived that much newer while the trade feed
+    stayed behind). A stamped book waits ``hold_us`` only once the book stream has moved on
+    to another feed (its collector crashed, perhaps before sending the trades it counted).
 
-  A trade that arrives after a book at or past its timestamp was computed (the exchange
-  delivered it late) still enters before the next book; it is counted (``late_trades``), as
-  that is where streaming and batch output differ.
+  A stamped book takes exactly the trades the collector received before it (and that are
+  at or before its timestamp): a trade the collector received after the book never enters
+  before it, even when it is older and already here. So the output depends only on the
+  two topics' contents, never on how their messages interleave on arrival or which batch
+  took them: a replay after a crash republishes identical vectors. Such a trade (the
+  exchange delivered it after a newer book) enters before the next book and is counted
+  (``late_trades``), as that is where streaming and the batch mode's timestamp order
+  differ.
 - Dedup: the Kafka offset of the last event taken from each topic is part of the state, and a
   book with ``seq <= last_seq`` is skipped; replays after a crash change nothing.
 - ``to_state``/``from_state``: the whole thing, pending events included, as plain JSON.
@@ -34,13 +41,15 @@ from typing import Any
 from depthflow.features.candles import Candle
 from depthflow.features.engine import FeatureState, InvalidInputError
 
-PIPELINE_STATE_VERSION = 1
+PIPELINE_STATE_VERSION = 2  # 2: trades carry their feed stamps
 # Trades kept waiting for a book at most; beyond it the oldest enter the engine (a book feed
 # that stopped must not grow the state without bound).
 MAX_PENDING_TRADES = 10_000
 # Books kept waiting for the trade feed at most; beyond it the oldest are processed anyway
 # (bounds the state a changelog record carries when the trades topic lags far behind).
 MAX_PENDING_BOOKS = 2_000
+# Trade feeds remembered per symbol (collector restarts; only the order of the last two matters).
+MAX_FEEDS = 4
 
 
 @dataclass(slots=True)
@@ -106,7 +115,7 @@ class SymbolPipeline:
         self.min_interval_us = min_interval_us
         self.engine = FeatureState()
         self.books: deque[PendingBook] = deque()
-        self.trades: deque[list[Any]] = deque()  # [price, qty, is_buy, ts]
+        self.trades: deque[list[Any]] = deque()  # [price, qty, is_buy, ts, feed_id, feed_seq]
         self.book_offset = -1
         self.trade_offset = -1
         self.book_wm: int | None = None  # newest book ts seen
@@ -117,6 +126,10 @@ class SymbolPipeline:
         # the collector feed of the last trade taken and its feed_seq (see the merge rule)
         self.trade_feed = ""
         self.trade_feed_seq = 0
+        # the trade stream's feeds in order of first appearance (the last few): a book's feed
+        # followed by another here has all its trades taken
+        self.trade_feeds: list[str] = []
+        self.book_feed = ""  # the feed of the newest book
         self.late_trades = 0  # since the service last took the count (not checkpointed)
 
     # -- input ---------------------------------------------------------------------------
@@ -145,6 +158,7 @@ class SymbolPipeline:
             PendingBook(offset, seq, ts, local_ts, bids, asks, trace_id, feed_id, trades_before)
         )
         self.last_pending_seq = seq
+        self.book_feed = feed_id
         if self.book_wm is None or ts > self.book_wm:
             self.book_wm = ts
         return True
@@ -164,23 +178,58 @@ class SymbolPipeline:
             return False
         self.trade_offset = offset
         if feed_id:
+            if feed_id != self.trade_feed:
+                feeds = self.trade_feeds
+                if feed_id in feeds:
+                    feeds.remove(feed_id)
+                feeds.append(feed_id)
+                del feeds[:-MAX_FEEDS]
             self.trade_feed = feed_id
             self.trade_feed_seq = feed_seq
-        computed = self.engine.last_exchange_ts_us  # the last book computed
-        if computed is not None and ts <= computed:
-            self.late_trades += 1
-        self.trades.append([price, qty, is_buy, ts])
+        self.trades.append([price, qty, is_buy, ts, feed_id, feed_seq])
         if self.trade_wm is None or ts > self.trade_wm:
             self.trade_wm = ts
         return True
 
     # -- processing ----------------------------------------------------------------------
 
-    def _apply_trades_until(self, ts: int | None, rejects: list[str]) -> None:
+    def _ready(self, b: PendingBook) -> bool:
+        """Whether no trade the book should follow can still come (the merge rule above)."""
+        if self.hold_us == 0 or len(self.books) > MAX_PENDING_BOOKS:
+            return True
+        feed = b.feed_id
+        if feed:
+            before = b.trades_before
+            if before == 0 or (feed == self.trade_feed and self.trade_feed_seq >= before):
+                return True
+            feeds = self.trade_feeds
+            if feed in feeds and feeds[-1] != feed:
+                return True
+            if self.book_feed == feed:
+                return False
+        tw = self.trade_wm
+        return (tw is not None and tw > b.ts) or (
+            self.book_wm is not None and self.book_wm - b.ts >= self.hold_us
+        )
+
+    def _apply_trades_until(
+        self, ts: int | None, rejects: list[str], feed_id: str = "", before: int = 0
+    ) -> None:
+        """Apply the queued trades at or before ``ts`` (all with None), stopping at the first
+        of feed ``feed_id`` the collector received after its ``before``-th. A trade at or before
+        the last computed book is counted late."""
         trades = self.trades
         on_trade = self.engine.on_trade
-        while trades and (ts is None or trades[0][3] <= ts):
-            p, q, b, t = trades.popleft()
+        computed = self.engine.last_exchange_ts_us
+        while trades:
+            head = trades[0]
+            if ts is not None and (
+                head[3] > ts or (feed_id and head[4] == feed_id and head[5] > before)
+            ):
+                break
+            p, q, b, t = trades.popleft()[:4]
+            if computed is not None and t <= computed:
+                self.late_trades += 1
             try:
                 on_trade(p, q, b, t)
             except InvalidInputError as exc:
@@ -200,25 +249,10 @@ class SymbolPipeline:
             books = self.books
             while books:
                 b = books[0]
-                tw = self.trade_wm
-                before = b.trades_before
-                ready = (
-                    self.hold_us == 0
-                    or (
-                        b.feed_id != ""
-                        and (
-                            before == 0
-                            or (b.feed_id == self.trade_feed and self.trade_feed_seq >= before)
-                        )
-                    )
-                    or (tw is not None and tw > b.ts)
-                    or (self.book_wm is not None and self.book_wm - b.ts >= self.hold_us)
-                    or len(books) > MAX_PENDING_BOOKS
-                )
-                if not ready:
+                if not self._ready(b):
                     break
                 books.popleft()
-                self._apply_trades_until(b.ts, trade_rejects)
+                self._apply_trades_until(b.ts, trade_rejects, b.feed_id, b.trades_before)
                 if engine.last_seq is not None and b.seq <= engine.last_seq:
                     self.skipped += 1
                     continue
@@ -269,16 +303,20 @@ class SymbolPipeline:
             "skipped": self.skipped,
             "trade_feed": self.trade_feed,
             "trade_feed_seq": self.trade_feed_seq,
+            "trade_feeds": self.trade_feeds,
+            "book_feed": self.book_feed,
         }
 
     @classmethod
     def from_state(cls, s: dict[str, Any], hold_us: int, min_interval_us: int) -> SymbolPipeline:
-        if s.get("v") != PIPELINE_STATE_VERSION:
-            raise ValueError(f"unsupported pipeline state version {s.get('v')!r}")
+        version = s.get("v")
+        if version not in (1, PIPELINE_STATE_VERSION):
+            raise ValueError(f"unsupported pipeline state version {version!r}")
         p = cls(s["exchange"], s["symbol"], hold_us, min_interval_us)
         p.engine = FeatureState.from_state(s["engine"])
         p.books = deque(PendingBook(*x) for x in s["books"])
-        p.trades = deque(s["trades"])
+        # version 1 kept trades without their stamps: they merge by timestamp alone
+        p.trades = deque(t if len(t) == 6 else [*t, "", 0] for t in s["trades"])
         p.book_offset = int(s["book_offset"])
         p.trade_offset = int(s["trade_offset"])
         p.book_wm = s["book_wm"]
@@ -289,4 +327,6 @@ class SymbolPipeline:
         # absent from states checkpointed before the feed stamps existed
         p.trade_feed = s.get("trade_feed", "")
         p.trade_feed_seq = int(s.get("trade_feed_seq", 0))
+        p.trade_feeds = list(s.get("trade_feeds", [p.trade_feed] if p.trade_feed else []))
+        p.book_feed = s.get("book_feed", p.books[-1].feed_id if p.books else "")
         return p
