@@ -47,7 +47,7 @@ class SimSettings(BaseSettings):
         description="updates kept for truth, over all symbols (each keeps at least 2,000)",
     )
     push_phase: Literal["per_symbol", "aligned"] = Field(
-        default="aligned",
+        default="per_symbol",
         description="interval streams (@depth@100ms, Bybit orderbook): each symbol pushed at "
         "its own fixed offset within the interval (the exchanges' event times are not on "
         "round multiples), or every symbol on the clock's round multiples at once",
