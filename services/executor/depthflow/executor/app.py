@@ -70,6 +70,8 @@ from depthflow.executor.venues.common import partitions_of
 log = logging.getLogger(__name__)
 SIGNAL_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+# outbox rows read per round trip (publish_outbox)
+OUTBOX_READ_LIMIT = 500
 
 
 class ExecutorMetrics:
@@ -724,12 +726,17 @@ class ExecutorService(Service):
             self.metrics.breaker.labels(name).set(_BREAKER_VALUE[BreakerState(state)])
 
     async def publish_outbox(self) -> int:
-        """Publish every unpublished ``orders.v1`` event, in order; returns how many."""
+        """Publish every unpublished ``orders.v1`` event, in order; returns how many.
+
+        Every writer of an event calls this after its commit, and the lock serialises the
+        calls, so a short read (fewer rows than the limit) is the whole outbox of this call:
+        an event committed after that read is published by its writer's own call, which is
+        waiting for the lock. No second, empty read per call."""
         assert self.store is not None and self.producer is not None
         sent = 0
         async with self._publish_lock:
             while True:
-                rows = await self.store.unpublished()
+                rows = await self.store.unpublished(OUTBOX_READ_LIMIT)
                 if not rows:
                     return sent
                 futures = []
@@ -747,6 +754,8 @@ class ExecutorService(Service):
                 await asyncio.gather(*futures)
                 await self.store.mark_published([r["id"] for r in rows])
                 sent += len(rows)
+                if len(rows) < OUTBOX_READ_LIMIT:
+                    return sent
 
     # ------------------------------------------------------------------ recovery
     async def _restore_ledger(self) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import asyncpg
 
 from depthflow.common.testing import eventually_async
+from depthflow.executor import app as executor_app
 from depthflow.executor.ids import client_order_id
 
 from .conftest import VENV_BIN, Bus, Sim, env_for
@@ -87,8 +88,11 @@ async def test_kill_9_while_order_in_flight_then_restart(
 
 
 async def test_risk_limits_hold_under_a_burst_on_many_symbols(
-    bus: Bus, make_settings, run_executor, db: asyncpg.Connection
+    bus: Bus, make_settings, run_executor, db: asyncpg.Connection, monkeypatch
 ) -> None:
+    # the outbox read in pairs: full reads go round again, concurrent writers' events wait
+    # for their own publish call (every event must still be published)
+    monkeypatch.setattr(executor_app, "OUTBOX_READ_LIMIT", 2)
     symbols = [f"S{i:02d}USDT" for i in range(12)]
     for s in symbols:
         bus.book(
@@ -123,6 +127,12 @@ async def test_risk_limits_hold_under_a_burst_on_many_symbols(
         )
         exp = svc.ledger.exposures()
         assert sum(e.worst_case for e in exp.values()) <= 3000 + 1e-6
+        await eventually_async(
+            lambda: db.fetchval("SELECT count(*) = 0 FROM order_events WHERE published_at IS NULL"),
+            timeout=10,
+            what="every order event published",
+        )
+        assert await db.fetchval("SELECT count(*) FROM order_events") > len(symbols)
     rows = await db.fetch("SELECT symbol, qty, avg_entry_price FROM positions WHERE qty <> 0")
     assert 0 < len(rows) <= 5
     assert sum(abs(r["qty"]) * r["avg_entry_price"] for r in rows) <= 3000 + 1e-6
