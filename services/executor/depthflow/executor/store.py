@@ -16,11 +16,13 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from depthflow.common.db import ident
 from depthflow.common.schemas import OrderEvent
@@ -43,6 +45,28 @@ _EPS = 1e-9
 
 class VersionConflict(Exception):
     """Another writer changed the row first; re-read and retry."""
+
+
+T = TypeVar("T")
+# whole-transaction attempts against concurrent writers before giving up (VersionConflict)
+CONFLICT_ATTEMPTS = 20
+
+
+async def retry_conflicts(
+    transaction: Callable[[], Awaitable[T]],
+    conflicts: tuple[type[BaseException], ...] = (VersionConflict,),
+) -> T:
+    """Run ``transaction`` (one whole transaction: it re-reads what it writes) again while
+    another writer changed its rows first; the last conflict is raised after
+    ``CONFLICT_ATTEMPTS``."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(conflicts),
+        stop=stop_after_attempt(CONFLICT_ATTEMPTS),
+        reraise=True,
+    ):
+        with attempt:
+            return await transaction()
+    raise AssertionError("unreachable: tenacity returns or re-raises")
 
 
 def _now_us() -> int:
@@ -197,14 +221,11 @@ class ExecutorStore:
         position row is written with optimistic locking: a fill applied to the same position
         meanwhile (the venue's reports are handled concurrently) rolls the whole transaction
         back, and it is tried again on the new position."""
-        for _attempt in range(20):
-            try:
-                return await self._create_order(
-                    sig, order, exchange=exchange, trace_id=trace_id, market=market, risk=risk
-                )
-            except VersionConflict:
-                continue
-        raise VersionConflict(f"order {order.client_order_id}: too many concurrent writers")
+        return await retry_conflicts(
+            lambda: self._create_order(
+                sig, order, exchange=exchange, trace_id=trace_id, market=market, risk=risk
+            )
+        )
 
     async def _create_order(
         self,
@@ -324,13 +345,12 @@ class ExecutorStore:
         actor: str | None = None,
     ) -> Applied:
         """Apply a venue's report about one of our orders (retries on version conflicts)."""
-        for _attempt in range(20):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    return await self._apply(conn, rep, override, taker_fee_rate, reason, actor)
-            except (VersionConflict, asyncpg.UniqueViolationError):
-                continue
-        raise VersionConflict(f"order {rep.client_order_id}: too many concurrent writers")
+
+        async def once() -> Applied:
+            async with self.pool.acquire() as conn, conn.transaction():
+                return await self._apply(conn, rep, override, taker_fee_rate, reason, actor)
+
+        return await retry_conflicts(once, (VersionConflict, asyncpg.UniqueViolationError))
 
     async def _apply(
         self,
@@ -739,31 +759,28 @@ class ExecutorStore:
         self, exchange: str, symbol: str, qty: float, entry: float, reason: str
     ) -> None:
         """Overwrite a position with the venue's (reconciliation), audited."""
-        for _ in range(20):
-            try:
-                async with self.pool.acquire() as conn, conn.transaction():
-                    row = await self._position_row(conn, exchange, symbol)
-                    pos = self._pos(row) if row is not None else Position(symbol)
-                    new = Position(
-                        symbol, qty, entry if qty else 0.0, pos.realized_pnl, pos.fees_paid
-                    )
-                    state = PositionState.OPEN if qty else PositionState.CLOSED
-                    gen = row["generation"] if row is not None else 1
-                    await self.audit(
-                        conn,
-                        "reconcile_position",
-                        entity="position",
-                        entity_id=f"{exchange}:{symbol}",
-                        reason=reason,
-                        detail={"local_qty": pos.qty, "venue_qty": qty, "venue_entry": entry},
-                        actor="reconciler",
-                    )
-                    await self._write_position(
-                        conn, row, exchange, symbol, state, new, gen, "", f"reconciled: {reason}"
-                    )
-                    return
-            except VersionConflict:
-                continue
+
+        async def once() -> None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await self._position_row(conn, exchange, symbol)
+                pos = self._pos(row) if row is not None else Position(symbol)
+                new = Position(symbol, qty, entry if qty else 0.0, pos.realized_pnl, pos.fees_paid)
+                state = PositionState.OPEN if qty else PositionState.CLOSED
+                gen = row["generation"] if row is not None else 1
+                await self.audit(
+                    conn,
+                    "reconcile_position",
+                    entity="position",
+                    entity_id=f"{exchange}:{symbol}",
+                    reason=reason,
+                    detail={"local_qty": pos.qty, "venue_qty": qty, "venue_entry": entry},
+                    actor="reconciler",
+                )
+                await self._write_position(
+                    conn, row, exchange, symbol, state, new, gen, "", f"reconciled: {reason}"
+                )
+
+        await retry_conflicts(once)
 
     # ---- balances -------------------------------------------------------------------------
     async def _adjust_balance(self, conn: asyncpg.Connection, asset: str, delta: float) -> None:
