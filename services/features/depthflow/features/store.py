@@ -12,6 +12,7 @@ staging table, ``ON CONFLICT DO NOTHING`` and retries.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,7 +43,10 @@ FLOAT8_OID = 701
 BOOL_OID = 16
 
 
-def _group_dtype(texts: list[bytes], version: bytes, n: int) -> np.dtype[Any]:
+@functools.lru_cache(maxsize=4096)
+def _group_dtype(texts: tuple[bytes, ...], version: bytes, n: int) -> np.dtype[Any]:
+    """The row layout of one (exchange, symbol, feature set, scaler version, length) group;
+    cached: building it costs more than encoding a symbol's rows of one batch."""
     fields: list[tuple[Any, ...]] = [("nfields", ">i2")]
 
     def text(name: str, value: bytes) -> None:
@@ -72,7 +76,7 @@ def _group_dtype(texts: list[bytes], version: bytes, n: int) -> np.dtype[Any]:
 
 def _encode_group(rows: Sequence[Sequence[Any]]) -> bytes:
     first = rows[0]
-    texts = [str(first[i]).encode() for i in _TEXT]
+    texts = tuple(str(first[i]).encode() for i in _TEXT)
     version = str(first[_VERSION]).encode()
     n = len(first[7])
     out = np.zeros(len(rows), _group_dtype(texts, version, n))
