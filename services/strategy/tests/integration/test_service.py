@@ -135,8 +135,13 @@ async def test_control_stops_starts_reconfigures_and_survives_restart(env: Env) 
         what="consumed after start",
     )
     assert service.config.imbalance_buy_threshold == 0.85
-    buys = [r["book_seq"] for r in env.stored_signals() if r["side"] == "buy"]
-    assert buys == [9]
+    # consumed counts a batch when it is handed to the handler: its signals are stored after
+
+    def buys() -> list[int]:
+        return [r["book_seq"] for r in env.stored_signals() if r["side"] == "buy"]
+
+    await eventually_async(_async(lambda: bool(buys())), timeout=10, what="the batch stored")
+    assert buys() == [9]
 
     # A config with an unknown key is refused; the previous one stays.
     env.produce_control("running", {"no_such_setting": 1}, version=3)
