@@ -231,7 +231,7 @@ def test_state_version_1_still_restores() -> None:
     pipe = SymbolPipeline("binance", "BTCUSDT", HOLD)
     _feed(pipe, [("t", i, e) for i, e in enumerate(x for x in series.events if x[0] == "t")], [])
     state = pipe.to_state()
-    old = {k: v for k, v in state.items() if k not in ("trade_feeds", "book_feed")}
-    old.update(v=1, trades=[t[:4] for t in state["trades"]])
+    old = {k: v for k, v in state.items() if k != "trade_feeds"}
+    old.update(v=1, trades=[t[:4] for t in state["trades"]], trade_feed="")
     restored = SymbolPipeline.from_state(json.loads(json.dumps(old)), HOLD, 0)
     assert list(restored.trades) == [[*t[:4], "", 0] for t in state["trades"]]

@@ -907,7 +907,7 @@ class ExecutorStore:
             _json(ev.model_dump(mode="json")),
         )
 
-    async def unpublished(self, limit: int = 500) -> list[asyncpg.Record]:
+    async def unpublished(self, limit: int) -> list[asyncpg.Record]:
         async with self.pool.acquire() as conn:
             return list(
                 await conn.fetch(

@@ -124,12 +124,10 @@ class SymbolPipeline:
         self.last_emit_ts: int | None = None
         self.skipped = 0
         # the collector feed of the last trade taken and its feed_seq (see the merge rule)
-        self.trade_feed = ""
-        self.trade_feed_seq = 0
-        # the trade stream's feeds in order of first appearance (the last few): a book's feed
-        # followed by another here has all its trades taken
+        # the trade stream's feeds in order of appearance (the last few; the last is the feed
+        # of the last trade taken): a book's feed followed by another has all its trades here
         self.trade_feeds: list[str] = []
-        self.book_feed = ""  # the feed of the newest book
+        self.trade_feed_seq = 0  # of the last trade taken
         self.late_trades = 0  # since the service last took the count (not checkpointed)
 
     # -- input ---------------------------------------------------------------------------
@@ -158,7 +156,6 @@ class SymbolPipeline:
             PendingBook(offset, seq, ts, local_ts, bids, asks, trace_id, feed_id, trades_before)
         )
         self.last_pending_seq = seq
-        self.book_feed = feed_id
         if self.book_wm is None or ts > self.book_wm:
             self.book_wm = ts
         return True
@@ -178,13 +175,12 @@ class SymbolPipeline:
             return False
         self.trade_offset = offset
         if feed_id:
-            if feed_id != self.trade_feed:
-                feeds = self.trade_feeds
+            feeds = self.trade_feeds
+            if not feeds or feeds[-1] != feed_id:
                 if feed_id in feeds:
                     feeds.remove(feed_id)
                 feeds.append(feed_id)
                 del feeds[:-MAX_FEEDS]
-            self.trade_feed = feed_id
             self.trade_feed_seq = feed_seq
         self.trades.append([price, qty, is_buy, ts, feed_id, feed_seq])
         if self.trade_wm is None or ts > self.trade_wm:
@@ -199,13 +195,15 @@ class SymbolPipeline:
             return True
         feed = b.feed_id
         if feed:
-            before = b.trades_before
-            if before == 0 or (feed == self.trade_feed and self.trade_feed_seq >= before):
+            if b.trades_before == 0:
                 return True
             feeds = self.trade_feeds
-            if feed in feeds and feeds[-1] != feed:
+            if feeds and feeds[-1] == feed:
+                if self.trade_feed_seq >= b.trades_before:
+                    return True
+            elif feed in feeds:  # a later feed follows it in the trade topic
                 return True
-            if self.book_feed == feed:
+            if self.books[-1].feed_id == feed:  # its feed's books are still coming
                 return False
         tw = self.trade_wm
         return (tw is not None and tw > b.ts) or (
@@ -213,9 +211,9 @@ class SymbolPipeline:
         )
 
     def _apply_trades_until(
-        self, ts: int | None, rejects: list[str], feed_id: str = "", before: int = 0
+        self, ts: int, rejects: list[str], feed_id: str = "", before: int = 0
     ) -> None:
-        """Apply the queued trades at or before ``ts`` (all with None), stopping at the first
+        """Apply the queued trades at or before ``ts``, stopping at the first
         of feed ``feed_id`` the collector received after its ``before``-th. A trade at or before
         the last computed book is counted late."""
         trades = self.trades
@@ -223,11 +221,9 @@ class SymbolPipeline:
         computed = self.engine.last_exchange_ts_us
         while trades:
             head = trades[0]
-            if ts is not None and (
-                head[3] > ts or (feed_id and head[4] == feed_id and head[5] > before)
-            ):
+            if head[3] > ts or (feed_id and head[4] == feed_id and head[5] > before):
                 break
-            p, q, b, t = trades.popleft()[:4]
+            p, q, b, t, _, _ = trades.popleft()
             if computed is not None and t <= computed:
                 self.late_trades += 1
             try:
@@ -301,10 +297,8 @@ class SymbolPipeline:
             "last_pending_seq": self.last_pending_seq,
             "last_emit_ts": self.last_emit_ts,
             "skipped": self.skipped,
-            "trade_feed": self.trade_feed,
             "trade_feed_seq": self.trade_feed_seq,
             "trade_feeds": self.trade_feeds,
-            "book_feed": self.book_feed,
         }
 
     @classmethod
@@ -325,8 +319,7 @@ class SymbolPipeline:
         p.last_emit_ts = s["last_emit_ts"]
         p.skipped = int(s["skipped"])
         # absent from states checkpointed before the feed stamps existed
-        p.trade_feed = s.get("trade_feed", "")
         p.trade_feed_seq = int(s.get("trade_feed_seq", 0))
-        p.trade_feeds = list(s.get("trade_feeds", [p.trade_feed] if p.trade_feed else []))
-        p.book_feed = s.get("book_feed", p.books[-1].feed_id if p.books else "")
+        old_feed = s.get("trade_feed", "")  # version 1: only the last trade's feed
+        p.trade_feeds = list(s.get("trade_feeds", [old_feed] if old_feed else []))
         return p
