@@ -138,6 +138,7 @@ class ExecutorService(Service):
         self._publish_lock = asyncio.Lock()
         self._reconcile_lock = asyncio.Lock()
         self._in_flight = 0
+        self._outbox_dirty = False  # an event committed whose publish nobody has started
         self._daily = (time.gmtime().tm_yday, 0.0)
         self._control_consumer: AIOKafkaConsumer | None = None
         self.reconciliations = 0
@@ -538,12 +539,17 @@ class ExecutorService(Service):
         self.metrics.signals.labels("order").inc()
         self.metrics.orders.labels(OrderState.PENDING.value).inc()
         self._update_exposure()
-        await self.publish_outbox()
+        # The order goes to the venue straight after its commit. Its Pending event is durable
+        # in the outbox and goes out on orders.v1 with the order's next event (in id order);
+        # if no event follows (an unresolved send), the call below publishes it.
+        self._outbox_dirty = True
         self._in_flight += 1
         try:
             await self._send(order, received, sig.source_ts_us)
         finally:
             self._in_flight -= 1
+        if self._outbox_dirty:
+            await self.publish_outbox()
 
     def _market_snapshot(self, symbol: str, bid: float, ask: float) -> dict[str, Any]:
         snap: dict[str, Any] = {
@@ -589,7 +595,8 @@ class ExecutorService(Service):
                 if found is not None:
                     await self.apply(found)
                     return
-            await self.store.mark_sent(coid)
+            if attempt:  # the first send follows the commit that stored sent_at
+                await self.store.mark_sent(coid)
             sent_at = time.time()
             try:
                 report = await self.venue.place_order(order)
@@ -728,14 +735,17 @@ class ExecutorService(Service):
     async def publish_outbox(self) -> int:
         """Publish every unpublished ``orders.v1`` event, in order; returns how many.
 
-        Every writer of an event calls this after its commit, and the lock serialises the
-        calls, so a short read (fewer rows than the limit) is the whole outbox of this call:
-        an event committed after that read is published by its writer's own call, which is
-        waiting for the lock. No second, empty read per call."""
+        Every writer of an event calls this after its commit (a new order's Pending event:
+        after the order is sent, see ``handle_signal``), and the lock serialises the calls, so
+        a short read (fewer rows than the limit) is the whole outbox of this call: an event
+        committed after that read is published by its writer's own call, which is waiting
+        for the lock. No second, empty read per call."""
         assert self.store is not None and self.producer is not None
         sent = 0
         async with self._publish_lock:
             while True:
+                # every event committed before this read is in it
+                self._outbox_dirty = False
                 rows = await self.store.unpublished(OUTBOX_READ_LIMIT)
                 if not rows:
                     return sent

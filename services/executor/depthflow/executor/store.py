@@ -253,8 +253,8 @@ class ExecutorStore:
                 return False
             await conn.execute(
                 f"INSERT INTO {self.t['orders']} (client_order_id, venue, exchange, symbol, side,"
-                " order_type, time_in_force, qty, price, state, signal_id, trace_id)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'Pending',$10,$11)",
+                " order_type, time_in_force, qty, price, state, signal_id, trace_id, sent_at)"
+                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'Pending',$10,$11,now())",
                 order.client_order_id,
                 self.venue,
                 exchange,

@@ -9,7 +9,7 @@ import pytest
 from depthflow.common.testing import eventually_async
 from depthflow.executor.fsm import OrderState
 from depthflow.executor.ids import client_order_id
-from depthflow.executor.venues.base import OrderReport
+from depthflow.executor.venues.base import OrderReport, VenueUnavailable, VenueUnknown
 
 from .conftest import Bus, Sim
 
@@ -191,3 +191,55 @@ async def test_audit_log_refuses_update_and_delete(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await db.execute("TRUNCATE audit_log")
     assert await db.fetchval("SELECT count(*) FROM audit_log WHERE action='probe'") == 1
+
+
+async def test_pending_event_published_once_when_the_send_stays_unresolved(
+    bus: Bus, make_settings, run_executor, db: asyncpg.Connection, monkeypatch
+) -> None:
+    """An order is sent straight after its commit; its Pending event leaves with the order's
+    next event. When no event follows (the answer is lost and the venue cannot be asked:
+    the order is left to the reconciler), the Pending event still goes out, exactly once."""
+    settings = make_settings("paper", recv_window_ms=500)
+    async with run_executor(settings) as svc:
+        venue = svc.venue
+
+        async def lost(*_: object) -> None:
+            raise VenueUnknown("answer lost")
+
+        async def unreachable(*_: object) -> None:
+            raise VenueUnavailable("venue unreachable")
+
+        monkeypatch.setattr(venue, "place_order", lost)
+        monkeypatch.setattr(venue, "query_order", unreachable)
+        bus.book("BTCUSDT", [(60000.0, 5.0)], [(60001.0, 5.0)])
+        await venue.wait_for_book("BTCUSDT")  # type: ignore[attr-defined]
+        sig = bus.signal("BTCUSDT", "buy")
+        coid = client_order_id(sig.signal_id)
+        await eventually_async(
+            lambda: db.fetchval(
+                "SELECT count(*) FROM audit_log WHERE action='order_unresolved' AND entity_id=$1",
+                coid,
+            ),
+            timeout=30,
+            what="the send left to reconciliation",
+        )
+        assert await _state(db, coid) == "Pending"
+
+        async def published() -> list[str]:
+            return [
+                e["status"]
+                for e in bus.orders()
+                if e["client_order_id"] == coid and e["event_type"] == "order"
+            ]
+
+        assert await eventually_async(published, timeout=10, what="Pending published") == [
+            "Pending"
+        ]
+        assert (
+            await db.fetchval(
+                "SELECT count(*) FROM order_events"
+                " WHERE client_order_id=$1 AND published_at IS NULL",
+                coid,
+            )
+            == 0
+        )
