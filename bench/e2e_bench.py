@@ -107,6 +107,14 @@ def _cpu_by_process(roots: dict[str, int], infra_dir: str) -> dict[str, float]:
     return totals
 
 
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine since boot, from /proc/stat: busy counts
+    what no process is charged with too (interrupts, softirq: loopback networking)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK, (idle + iowait) / CLK_TCK
+
+
 def _total(bootstrap: str, topic: str) -> int:
     return sum(end_offsets(bootstrap, topic).values())
 
@@ -232,6 +240,7 @@ def run() -> dict[str, Any]:
         }
         samples: list[dict[str, Any]] = []
         cpu_marks: dict[str, dict[str, float]] = {}
+        machine_marks: dict[str, tuple[float, float]] = {}
 
         def _roots() -> dict[str, int]:
             return {n: p.proc.pid for n in STAGES if (p := pipe[n]).proc is not None}
@@ -249,12 +258,14 @@ def run() -> dict[str, Any]:
             if "start" not in marks and t >= WARMUP_S:
                 marks["start"] = (t, {tp: _total(infra.bootstrap, tp) for tp in topics})
                 cpu_marks["start"] = _cpu_by_process(_roots(), str(infra.dir))
+                machine_marks["start"] = _machine_cpu()
             print(f"  e2e t={t:5.0f}s lag={lag} rss={rss}", file=sys.stderr, flush=True)
         marks["end"] = (
             time.monotonic() - started,
             {tp: _total(infra.bootstrap, tp) for tp in topics},
         )
         cpu_marks["end"] = _cpu_by_process(_roots(), str(infra.dir))
+        machine_marks["end"] = _machine_cpu()
         _, sim_status = http_json(f"{pipe.sim_url}/sim/status")
         features_detail: dict[str, Any] = {}
         for _key, value in read_topic(infra.bootstrap, "status.v1"):
@@ -360,6 +371,19 @@ def run() -> dict[str, Any]:
             "drain_s": drain_s,
             "memory": memory,
             "cpu_cores": cores,
+            # the whole machine over the same window: busy cores of os.cpu_count() (the
+            # processes above plus interrupts and softirq, which no process is charged with)
+            "machine_busy_cores": round(
+                (machine_marks["end"][0] - machine_marks["start"][0]) / window, 3
+            ),
+            "machine_busy_fraction": round(
+                (machine_marks["end"][0] - machine_marks["start"][0])
+                / max(
+                    1e-9,
+                    sum(machine_marks["end"]) - sum(machine_marks["start"]),
+                ),
+                3,
+            ),
             "features_worker": {**features_calls, "last_heartbeat": features_detail},
             "e2e_latency_ms": {
                 "orders": len(latencies["total"]),
