@@ -126,6 +126,9 @@ class BookSink:
         batch_size: int = 5000,
         max_buffered: int = 200_000,
         session_timeout_ms: int = 10_000,
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
+        commit_interval_s: float = 0.0,
     ) -> None:
         self._kafka = kafka
         self._pool = pool
@@ -134,7 +137,7 @@ class BookSink:
         self._health_topic = health_topic
         self._days_ready: set[int] = set()
         # per partition, the offset after the last message a finished ``_handle`` wrote (the
-        # loop commits it right after): how far a stopping collector's sink has got
+        # loop commits it when due, and at stop): how far a stopping collector's sink has got
         self.handled_to: Offsets = {}
         self.last_error = ""
         self.rows = CopyWriter(
@@ -169,8 +172,11 @@ class BookSink:
             dlq_producer=dlq_producer,
             decode=False,
             max_batch=5000,
+            commit_interval_s=commit_interval_s,
             session_timeout_ms=session_timeout_ms,
             heartbeat_interval_ms=max(100, session_timeout_ms // 4),
+            fetch_min_bytes=fetch_min_bytes,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
 
     async def start(self) -> None:

@@ -152,6 +152,7 @@ class StrategyService(Service):
             dlq_producer=self.producer,
             max_batch=s.max_batch,
             metrics=self.metrics.service,
+            commit_interval_s=s.commit_interval_s,
         )
         await self.loop.start()
         self.exit_stack.push_async_callback(self.loop.stop)

@@ -132,6 +132,11 @@ class StrategySettings(BaseSettings):
     control_service: str = Field(default="strategy", description="key on control.v1")
     db_schema: str = Field(default="strategy", pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     max_batch: int = Field(default=500, ge=1, le=100_000)
+    # features.v1 offsets are committed at most this often, not after every batch: a commit
+    # is a Kafka round trip the next batch waits for, and ~300 requests/s at 50 symbols. A
+    # crash replays at most this much more; the signal ids (deterministic) make the repeat
+    # harmless (ON CONFLICT DO NOTHING here, the executor's dedup there).
+    commit_interval_s: float = Field(default=0.2, ge=0.0, le=10.0)
     # signals are few and each one waits for a decision: sent at once by default
     producer_linger_ms: int = Field(default=0, ge=0, le=1000)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
