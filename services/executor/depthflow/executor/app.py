@@ -186,6 +186,8 @@ class ExecutorService(Service):
                 config=cfg,
                 warmup=s.paper_book_warmup,
                 max_book_age_s=s.max_book_age_s,
+                fetch_min_bytes=s.paper_book_fetch_min_bytes,
+                fetch_max_wait_ms=s.paper_book_fetch_max_wait_ms,
             )
         kw: dict[str, Any] = dict(
             base_url=s.rest_url(),

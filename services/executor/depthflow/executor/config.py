@@ -100,6 +100,11 @@ class ExecutorSettings(BaseSettings):
     paper_book_warmup: int = Field(
         default=200, ge=0, description="md.book messages re-read per partition at start"
     )
+    # The paper venue's md.book fetches wait for this much data or this long: a few ms older
+    # books against a fetch (~150 µs of broker CPU, more in aiokafka) per book or two when
+    # books are few; at most ~100 fetches/s at the default
+    paper_book_fetch_min_bytes: int = Field(default=64 * 1024, ge=1, le=16 * 1024 * 1024)
+    paper_book_fetch_max_wait_ms: int = Field(default=10, ge=0, le=500)
 
     breaker_failure_threshold: int = Field(default=5, ge=1)
     breaker_recovery_timeout_s: float = Field(default=30.0, gt=0)

@@ -99,8 +99,11 @@ class PaperVenue(Venue):
         config: FillModelConfig | None = None,
         warmup: int = 200,
         max_book_age_s: float = 30.0,
+        fetch_min_bytes: int = 1,
+        fetch_max_wait_ms: int = 500,
     ) -> None:
         super().__init__()
+        self._fetch = {"fetch_min_bytes": fetch_min_bytes, "fetch_max_wait_ms": fetch_max_wait_ms}
         self.exchange = exchange
         self._kafka = kafka
         self._topic = book_topic
@@ -129,6 +132,7 @@ class PaperVenue(Venue):
             enable_auto_commit=False,
             group_id=None,
             client_id="executor-paper-book",
+            **self._fetch,
         )
         await self._consumer.start()
         parts = await partitions_of(self._consumer, self._topic)
