@@ -4,7 +4,7 @@ Measured: ``FeedProcessor.on_frame`` on realistic Binance USD-M combined-stream 
 (10 levels each, a valid U/u/pu chain, the book synced from a snapshot first), publishing
 md.depth.raw + md.book (top 20) through the common idempotent ``Producer`` to a real broker,
 metrics on (including ``flush_metrics``, which the service runs every 100 ms), with the
-producer and GC setup the service uses (``make_producer``, ``freeze_startup_objects``).
+producer and GC setup the service uses (``CollectorProducer``, ``freeze_startup_objects``).
 Ceiling, same run, same bytes: ``orjson.loads`` of each frame + as many raw confluent-kafka
 ``produce`` calls per frame as the collector makes per depth update (2: the md.depth.raw
 and md.book messages — here the frame's own bytes, to two topics) with the same producer
@@ -27,7 +27,8 @@ from typing import Any
 import orjson
 from confluent_kafka import Producer as CProducer
 
-from depthflow.collector.app import freeze_startup_objects, make_producer
+from depthflow.collector.app import CollectorProducer, freeze_startup_objects
+from depthflow.collector.config import CollectorSettings
 from depthflow.collector.feed import FeedProcessor, TopicNames
 from depthflow.collector.metrics import CollectorMetrics
 from depthflow.common.kafka import create_topics, delete_topics
@@ -161,7 +162,9 @@ def run() -> dict[str, Any]:
         return time.perf_counter() - started, time.thread_time() - cpu
 
     def collector_run(n: int) -> tuple[float, float]:
-        producer = make_producer(kafka, "bench-collector")
+        producer = CollectorProducer(
+            kafka, "bench-collector", topics.depth_raw, CollectorSettings().raw_linger_ms
+        )
         metrics = CollectorMetrics(ServiceMetrics(f"collector_bench_{n}"), "binance")
         feed = FeedProcessor("binance", ["BTCUSDT"], producer, topics, metrics=metrics)
         feed.on_snapshot_body("BTCUSDT", snap, "rest", 0)

@@ -301,6 +301,8 @@ def run() -> dict[str, Any]:
         window = t1 - t0
         rates = {tp: round((end[tp] - start[tp]) / window, 1) for tp in topics}
         # cores each process used over the steady window (2 = the whole machine here)
+        m0, m1 = machine_marks["start"], machine_marks["end"]
+        busy_s, idle_s = m1[0] - m0[0], m1[1] - m0[1]
         cores = {
             n: round((cpu_marks["end"][n] - cpu_marks["start"].get(n, 0.0)) / window, 3)
             for n in cpu_marks["end"]
@@ -373,17 +375,8 @@ def run() -> dict[str, Any]:
             "cpu_cores": cores,
             # the whole machine over the same window: busy cores of os.cpu_count() (the
             # processes above plus interrupts and softirq, which no process is charged with)
-            "machine_busy_cores": round(
-                (machine_marks["end"][0] - machine_marks["start"][0]) / window, 3
-            ),
-            "machine_busy_fraction": round(
-                (machine_marks["end"][0] - machine_marks["start"][0])
-                / max(
-                    1e-9,
-                    sum(machine_marks["end"]) - sum(machine_marks["start"]),
-                ),
-                3,
-            ),
+            "machine_busy_cores": round(busy_s / window, 3),
+            "machine_busy_fraction": round(busy_s / max(1e-9, busy_s + idle_s), 3),
             "features_worker": {**features_calls, "last_heartbeat": features_detail},
             "e2e_latency_ms": {
                 "orders": len(latencies["total"]),

@@ -205,16 +205,6 @@ class CollectorProducer:
         return len(self.fast) + len(self.raw)
 
 
-def make_producer(
-    kafka: KafkaSettings,
-    client_id: str,
-    raw_topic: str = "md.depth.raw",
-    raw_linger_ms: float = 100.0,
-) -> CollectorProducer:
-    """The collector's producers (see ``CollectorProducer``)."""
-    return CollectorProducer(kafka, client_id, raw_topic, raw_linger_ms)
-
-
 def freeze_startup_objects() -> None:
     """Exempt everything built so far (modules, clients, books) from the cyclic GC: the
     hot path allocates many short-lived containers, and each full collection would
@@ -294,7 +284,7 @@ class CollectorService(Service):
                 Topic(s.topic_status, STATUS.model, STATUS.key, None, compacted=True),
             ],
         )
-        self.producer = make_producer(
+        self.producer = CollectorProducer(
             self.kafka, f"collector-{s.exchange}", s.topic_depth_raw, s.raw_linger_ms
         )
         self.exit_stack.push_async_callback(self._flush_producer)

@@ -126,9 +126,9 @@ class BookSink:
         batch_size: int = 5000,
         max_buffered: int = 200_000,
         session_timeout_ms: int = 10_000,
-        fetch_min_bytes: int = 1,
-        fetch_max_wait_ms: int = 500,
-        commit_interval_s: float = 0.0,
+        fetch_min_bytes: int,
+        fetch_max_wait_ms: int,
+        commit_interval_s: float,
     ) -> None:
         self._kafka = kafka
         self._pool = pool

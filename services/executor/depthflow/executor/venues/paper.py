@@ -99,8 +99,8 @@ class PaperVenue(Venue):
         config: FillModelConfig | None = None,
         warmup: int = 200,
         max_book_age_s: float = 30.0,
-        fetch_min_bytes: int = 1,
-        fetch_max_wait_ms: int = 500,
+        fetch_min_bytes: int,
+        fetch_max_wait_ms: int,
     ) -> None:
         super().__init__()
         self._fetch = {"fetch_min_bytes": fetch_min_bytes, "fetch_max_wait_ms": fetch_max_wait_ms}
