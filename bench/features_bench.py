@@ -28,6 +28,7 @@ Each variant runs ``repeats`` times (median and min-max reported).
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import os
 import statistics
@@ -278,22 +279,46 @@ def _last_heartbeat(kafka: Any, topic: str, timeout: float = 10.0) -> dict[str, 
     return out
 
 
-def _produce_input(kafka: Any, book: str, trades: str, n_books: int, seed: int) -> int:
+def _produce_input(
+    kafka: Any, book: str, trades: str, n_books: int, seed: int, symbols: int = 1
+) -> int:
+    """The generated books and trades on ``book``/``trades``; returns the trades produced.
+    One symbol (BTCUSDT, one series), or ``symbols`` symbols with a series each (n_books /
+    symbols books ~100 ms apart, as in the end-to-end load), interleaved in time order."""
     from depthflow.common.kafka import Producer
     from depthflow.common.logging import trace_headers
     from depthflow.common.schemas import BOOK, TRADES, symbol_key
 
-    series = generate(n_books, seed=seed, mean_gap_us=300_000)
+    if symbols == 1:
+        streams = [("BTCUSDT", generate(n_books, seed=seed, mean_gap_us=300_000).events)]
+    else:
+        streams = [
+            (
+                f"S{k:03d}USDT",
+                generate(
+                    n_books // symbols, seed=seed + k, mean_gap_us=100_000, quiet_minutes=0
+                ).events,
+            )
+            for k in range(symbols)
+        ]
+    # (event time, symbol number, position in its series, event): one time-ordered stream
+    merged = heapq.merge(
+        *(
+            [(e[4] if e[0] == "t" else e[3], k, i, e) for i, e in enumerate(events)]
+            for k, (_, events) in enumerate(streams)
+        )
+    )
     producer = Producer(kafka, client_id="bench-features")
-    key = symbol_key("binance", "BTCUSDT")
+    keys = [symbol_key("binance", sym) for sym, _ in streams]
     last_ts = 0
+    n_trades = 0
 
-    def trade(trade_id: str, price: float, qty: float, buy: bool, ts: int) -> bytes:
+    def trade(symbol: str, trade_id: str, price: float, qty: float, buy: bool, ts: int) -> bytes:
         return TRADES.encode(
             {
                 "schema_version": 1,
                 "exchange": "binance",
-                "symbol": "BTCUSDT",
+                "symbol": symbol,
                 "trade_id": trade_id,
                 "price": price,
                 "qty": qty,
@@ -303,20 +328,21 @@ def _produce_input(kafka: Any, book: str, trades: str, n_books: int, seed: int) 
             }
         )
 
-    for i, e in enumerate(series.events):
+    for ts, k, i, e in merged:
+        symbol = streams[k][0]
+        last_ts = max(last_ts, ts)
         if e[0] == "t":
-            last_ts = max(last_ts, e[4])
-            producer.produce(trades, trade(str(i), e[1], e[2], e[3], e[4]), key)
+            n_trades += 1
+            producer.produce(trades, trade(symbol, str(i), e[1], e[2], e[3], e[4]), keys[k])
         else:
             _, bids, asks, ts, lts, seq = e
-            last_ts = max(last_ts, ts)
             producer.produce(
                 book,
                 BOOK.encode(
                     {
                         "schema_version": 1,
                         "exchange": "binance",
-                        "symbol": "BTCUSDT",
+                        "symbol": symbol,
                         "seq": seq,
                         "prev_seq": seq - 1,
                         "exchange_ts_us": ts,
@@ -329,13 +355,16 @@ def _produce_input(kafka: Any, book: str, trades: str, n_books: int, seed: int) 
                         "asks": asks,
                     }
                 ),
-                key,
+                keys[k],
                 headers=trace_headers(f"b{seq}"),
             )
     # releases the books still waiting for the trade feed
-    producer.produce(trades, trade("end", 100_000.0, 0.001, True, last_ts + 1_000_000), key)
+    for k, (symbol, _) in enumerate(streams):
+        producer.produce(
+            trades, trade(symbol, "end", 100_000.0, 0.001, True, last_ts + 1_000_000), keys[k]
+        )
     producer.flush()
-    return len(series.trades.ts)
+    return n_trades
 
 
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -352,8 +381,17 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[str, Any]:
-    """The features worker and the two consume-only ceilings, over the same input."""
+def run_service(
+    n_books: int = 6000,
+    seed: int = 43,
+    repeats: int = 3,
+    many_symbols: int = 200,
+    many_books: int = 20_000,
+    many_batch_max: int = 40,
+) -> dict[str, Any]:
+    """The features worker and the two consume-only ceilings, over the same input; then the
+    worker over ``many_symbols`` interleaved symbols in batches of at most ``many_batch_max``
+    events, the shape of the end-to-end load (~2,000 books + trades/s, ~35 per batch)."""
     import psycopg
     from confluent_kafka.admin import AdminClient
     from psycopg import sql
@@ -369,9 +407,13 @@ def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[s
     book, trades = f"bench.book.{run_id}", f"bench.trades.{run_id}"
     create_topics(kafka, [book, trades], partitions=1)
     n_trades = _produce_input(kafka, book, trades, n_books, seed)
+    many_book, many_trades = f"bench.book.{run_id}.many", f"bench.trades.{run_id}.many"
+    create_topics(kafka, [many_book, many_trades], partitions=1)
+    _produce_input(kafka, many_book, many_trades, many_books, seed, symbols=many_symbols)
+    many_books = many_books // many_symbols * many_symbols
 
     out: dict[str, Any] = {"books": n_books, "trades": n_trades}
-    made: list[str] = [book, trades]
+    made: list[str] = [book, trades, many_book, many_trades]
     schemas: list[str] = []
     log_dir = Path(tempfile.mkdtemp(prefix=f"features-bench-{run_id}-"))
 
@@ -397,9 +439,9 @@ def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[s
             "LOG_JSON": "false",
         }
 
-    def worker_run(name: str, expected: int) -> dict[str, Any]:
+    def worker_run(name: str, expected: int, **extra_env: str) -> dict[str, Any]:
         print(f"   features: worker {name}", file=sys.stderr, flush=True)
-        env = env_for(name)
+        env = {**env_for(name), **extra_env}
         create_topics(kafka, [env["FEATURES_TOPIC_FEATURES"]], partitions=1)
         port = free_port()
         proc = ServiceProcess(
@@ -450,6 +492,16 @@ def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[s
 
     try:
         worker_runs = [worker_run(f"worker{i}", n_books) for i in range(repeats)]
+        many_runs = [
+            worker_run(
+                f"many{i}",
+                many_books,
+                FEATURES_TOPIC_BOOK=many_book,
+                FEATURES_TOPIC_TRADES=many_trades,
+                FEATURES_BATCH_MAX=str(many_batch_max),
+            )
+            for i in range(repeats)
+        ]
         bare_plain = [bare_run("plain") for _ in range(repeats)]
         bare_faust = [bare_run("faust") for _ in range(repeats)]
         events = n_books + n_trades + 1
@@ -466,6 +518,14 @@ def run_service(n_books: int = 6000, seed: int = 43, repeats: int = 3) -> dict[s
             faust_cpu = out["consume_only"]["faust_take"]["cpu_us_per_event"] * events
             out["consume_only"]["plain_cpu_us_per_vector"] = round(plain_cpu / n_books, 1)
             out["consume_only"]["faust_cpu_us_per_vector"] = round(faust_cpu / n_books, 1)
+        out["worker_many_symbols"] = m = {
+            "symbols": many_symbols,
+            "books": many_books,
+            "batch_max": many_batch_max,
+            **_summary(many_runs),
+        }
+        if "cpu_us_per_vector" in m:
+            m["vectors_per_cpu_s"] = round(1e6 / m["cpu_us_per_vector"])
         out["target_vectors_per_s"] = 10_000
     finally:
         names = AdminClient(kafka.confluent_config()).list_topics(timeout=10).topics

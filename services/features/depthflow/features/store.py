@@ -2,12 +2,12 @@
 
 asyncpg's generic ``copy_records_to_table`` encodes every array element in its own call:
 three 110-element arrays per row cost more than computing the vector. A vector row has a
-fixed shape apart from its three text columns, so the rows of one symbol (consecutive in a
-batch) are written as one numpy structured array - lengths, big-endian numbers and array
-headers laid out exactly as the binary COPY format wants - and serialised in one
-``tobytes``. The rows themselves stay ordinary tuples (``VECTOR_COLUMNS`` order); only the
-wire encoding differs from the generic path, and ``CopyWriter`` keeps its buffering,
-staging table, ``ON CONFLICT DO NOTHING`` and retries.
+fixed shape apart from its three text columns, so the rows of one symbol are written as
+one numpy structured array - lengths, big-endian numbers and array headers laid out exactly
+as the binary COPY format wants - and serialised in one ``tobytes``. The rows themselves
+stay ordinary tuples (``VECTOR_COLUMNS`` order); only the wire encoding differs from the
+generic path, and ``CopyWriter`` keeps its buffering, staging table, ``ON CONFLICT DO
+NOTHING`` and retries.
 """
 
 from __future__ import annotations
@@ -108,21 +108,17 @@ def _encode_group(rows: Sequence[Sequence[Any]]) -> bytes:
 
 def encode_vector_rows(rows: Sequence[Sequence[Any]]) -> bytes:
     """Binary COPY data (header, tuples, trailer) for ``VECTOR_COLUMNS`` rows: text, text,
-    text, bigint x4, float8[], float8[], boolean[], text. Every row's arrays have the same
-    length within a run of rows sharing exchange, symbol, feature set and scaler version."""
-    parts = [HEADER]
-    start = 0
-    total = len(rows)
-    while start < total:
-        first = rows[start]
-        key = (first[0], first[1], first[2], first[_VERSION], len(first[7]))
-        end = start + 1
-        while end < total:
-            r = rows[end]
-            if (r[0], r[1], r[2], r[_VERSION], len(r[7])) != key:
-                break
-            end += 1
-        parts.append(_encode_group(rows[start:end]))
-        start = end
-    parts.append(TRAILER)
-    return b"".join(parts)
+    text, bigint x4, float8[], float8[], boolean[], text.
+
+    Rows are grouped by exchange, symbol, feature set, scaler version and array length
+    (first-seen order, each group's rows in their order): a batch of many symbols has one
+    or two rows per symbol in a row, and a group costs about what 4 rows do."""
+    groups: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
+    for r in rows:
+        key = (r[0], r[1], r[2], r[_VERSION], len(r[7]))
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [r]
+        else:
+            group.append(r)
+    return b"".join([HEADER, *(_encode_group(g) for g in groups.values()), TRAILER])
