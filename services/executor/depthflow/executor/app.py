@@ -54,7 +54,13 @@ from depthflow.executor.reconcile import (
     UpdateOrder,
     reconcile,
 )
-from depthflow.executor.risk import OrderIntent, RiskLedger, RiskState
+from depthflow.executor.risk import (
+    OrderIntent,
+    RiskLedger,
+    RiskState,
+    open_positions,
+    total_exposure,
+)
 from depthflow.executor.store import ExecutorStore
 from depthflow.executor.venues.base import (
     NewOrder,
@@ -123,6 +129,9 @@ class ExecutorService(Service):
         self.http = http or HttpSettings()
         self.metrics = ExecutorMetrics()
         self.ledger = RiskLedger(settings.risk_limits())
+        # computed when scraped, not on every report (every symbol's exposure each time)
+        self.metrics.exposure.set_function(lambda: total_exposure(self.ledger.exposures()))
+        self.metrics.open_positions.set_function(lambda: open_positions(self.ledger.exposures()))
         self.venue: Venue = venue or self._build_venue()
         self.venue.on_report(self.on_report)
         self.desired_running = settings.running_by_default
@@ -330,8 +339,8 @@ class ExecutorService(Service):
             "desired_state": "running" if self.desired_running else "stopped",
             "kill_switch": self.kill_switch,
             "breakers": self.venue.breaker_states(),
-            "exposure_usdt": sum(e.worst_case for e in exp.values()),
-            "open_positions": sum(1 for e in exp.values() if e.worst_case > 1e-9),
+            "exposure_usdt": total_exposure(exp),
+            "open_positions": open_positions(exp),
         }
         state = (
             self.state.value
@@ -540,7 +549,6 @@ class ExecutorService(Service):
             return
         self.metrics.signals.labels("order").inc()
         self.metrics.orders.labels(OrderState.PENDING.value).inc()
-        self._update_exposure()
         # The order goes to the venue straight after its commit. Its Pending event is durable
         # in the outbox and goes out on orders.v1 with the order's next event (in id order);
         # if no event follows (an unresolved send), the call below publishes it.
@@ -723,14 +731,11 @@ class ExecutorService(Service):
             self.metrics.orders.labels(res.to_state.value).inc()
         if res.terminal:
             self.ledger.release(res.client_order_id)
-        self._update_exposure()
         if res.changed:
             await self.publish_outbox()
 
-    def _update_exposure(self) -> None:
-        exp = self.ledger.exposures()
-        self.metrics.exposure.set(sum(e.worst_case for e in exp.values()))
-        self.metrics.open_positions.set(sum(1 for e in exp.values() if e.worst_case > 1e-9))
+    def _set_breaker_gauges(self) -> None:
+        """Every endpoint's breaker state (later changes: ``_on_breaker``)."""
         for name, state in self.venue.breaker_states().items():
             self.metrics.breaker.labels(name).set(_BREAKER_VALUE[BreakerState(state)])
 
@@ -788,7 +793,7 @@ class ExecutorService(Service):
             for r in await self.store.open_orders()
         ]
         self.ledger.restore(positions, working)
-        self._update_exposure()
+        self._set_breaker_gauges()
 
     async def _on_stream_connected(self) -> None:
         if self.state.value in ("running", "starting") and self.store is not None:

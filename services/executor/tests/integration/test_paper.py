@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import asyncpg
+import pytest
 from prometheus_client import generate_latest
 
 from depthflow.common.testing import eventually_async
@@ -41,6 +42,11 @@ async def test_paper_signal_becomes_one_filled_order(
             return f'topic="{bus.topics["signals"]}"' in text and "depthflow_consumer_lag{" in text
 
         await eventually_async(lag_reported, timeout=10, what="consumer lag exported")
+        # the exposure gauges are computed when scraped: the open position shows
+        assert registry.get_sample_value("depthflow_executor_open_positions") == 1
+        held = await db.fetchrow("SELECT qty, avg_entry_price FROM positions")
+        exposure = registry.get_sample_value("depthflow_executor_exposure_usdt")
+        assert exposure == pytest.approx(held["qty"] * held["avg_entry_price"], rel=0.05)
         bus.signal(side="buy", signal_id=sig.signal_id)  # a replay
         await eventually_async(
             lambda: _count(svc.metrics.signals.labels("duplicate")._value.get() >= 1),
