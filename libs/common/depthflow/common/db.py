@@ -118,7 +118,10 @@ class CopyWriter:
         binary_encoder: Callable[[Sequence[Sequence[Any]]], bytes] | None = None,
     ) -> None:
         """``conflict_columns`` names the natural key for ``ON CONFLICT DO NOTHING``; with
-        ``None`` rows are COPYed straight in (use only where replays cannot happen).
+        ``None`` rows are COPYed straight in (use only where replays cannot happen). With a
+        key, a batch is COPYed straight in too while no batch conflicts; a batch that hits a
+        stored key (a replay) goes through a staging table and ``INSERT ... ON CONFLICT DO
+        NOTHING``, and so do the next ones until one of them stores all its rows.
         ``binary_encoder``, when given, turns a batch of rows into PostgreSQL binary COPY data
         (header to trailer, ``columns`` in order), for rows whose generic per-value encoding
         is the bottleneck (wide arrays); rows, buffering and retries stay the same."""
@@ -142,6 +145,8 @@ class CopyWriter:
         self.rows_written = 0
         self.batches_written = 0
         self.retries = 0
+        self.staged_batches = 0  # batches written through the staging table (replays)
+        self._direct = True  # COPY straight into the table (no conflict seen lately)
         self._qualified = f"{ident(schema)}.{ident(table)}"
         cols = ", ".join(ident(c) for c in self._columns)
         # Identifiers only, each checked by ident(); no value is ever formatted into SQL.
@@ -265,6 +270,14 @@ class CopyWriter:
                 if self._conflict is None:
                     await self._copy_into(conn, self._table, batch, self._schema)
                     return
+                if self._direct:
+                    # one statement: all of the batch or none of it; about half the
+                    # server's work of staging and inserting
+                    try:
+                        await self._copy_into(conn, self._table, batch, self._schema)
+                        return
+                    except asyncpg.UniqueViolationError:
+                        self._direct = False  # a replay: staged until it is over
                 tmp = f"stage_{self._table}"
                 async with conn.transaction():
                     await conn.execute(
@@ -272,7 +285,10 @@ class CopyWriter:
                         f"(LIKE {self._qualified} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                     )
                     await self._copy_into(conn, tmp, batch, None)
-                    await conn.execute(self._insert_sql.format(tmp=tmp))
+                    status = await conn.execute(self._insert_sql.format(tmp=tmp))
+                self.staged_batches += 1
+                if int(status.rsplit(" ", 1)[-1]) == len(batch):  # "INSERT 0 <rows>"
+                    self._direct = True  # every row was new: past the replay
             except RETRYABLE:
                 # Never hand a connection that failed mid-operation back to the pool: the
                 # retry must not get it again (it would fail the same way, for ever).

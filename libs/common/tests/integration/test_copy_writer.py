@@ -49,6 +49,28 @@ async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schem
         await pool.close()
     assert count == 7000
     assert writer.rows_written == 8000
+    # COPYed straight in until the replayed batch (4000-4999) conflicted; it and the next
+    # (5000-5999, the first to store all its rows) went through the staging table
+    assert writer.staged_batches == 2
+
+
+async def test_a_batch_repeating_its_own_keys_is_stored_once(pg_settings, fresh_schema):
+    pool = await create_pool(pg_settings)
+    await _table(pool, fresh_schema)
+    writer = _writer(pool, fresh_schema, batch_size=1000)
+    try:
+        await writer.add_many(_rows(10) + _rows(10))  # one batch, every key twice: staged
+        await writer.flush()
+        await writer.add_many(_rows(5, start=10))  # staged, all new: the next goes straight in
+        await writer.flush()
+        await writer.add_many(_rows(5, start=15))
+        await writer.flush()
+        count = await pool.fetchval(f'SELECT count(*) FROM "{fresh_schema}".quotes')
+    finally:
+        await writer.close()
+        await pool.close()
+    assert count == 20
+    assert writer.staged_batches == 2
 
 
 async def test_time_based_flush_without_an_explicit_flush(pg_settings, fresh_schema):
