@@ -29,3 +29,13 @@ def stale_compiled(package: Path) -> list[str]:
         for s in sources
         if recorded.get(s.name) != hashlib.sha256(s.read_bytes()).hexdigest()
     ]
+
+
+def assert_compiled_current(package: Path) -> None:
+    """Fail when a compiled module of ``package`` is older than its source: the stale code is
+    what imports. Passes with nothing compiled (pure Python)."""
+    stale = stale_compiled(package)
+    assert not stale, (
+        f"{', '.join(stale)} changed since they were compiled, and the stale compiled code is "
+        "what imports: run make install (or deploy/local/build-native.sh --clean)"
+    )
