@@ -278,6 +278,11 @@ class CopyWriter:
                         return
                     except asyncpg.UniqueViolationError:
                         self._direct = False  # a replay: staged until it is over
+                        log.info(
+                            "rows already stored (a replay): batches go through the staging "
+                            "table until one stores all its rows",
+                            extra={"table": self._table, "rows": len(batch)},
+                        )
                 tmp = f"stage_{self._table}"
                 async with conn.transaction():
                     await conn.execute(
@@ -289,6 +294,10 @@ class CopyWriter:
                 self.staged_batches += 1
                 if int(status.rsplit(" ", 1)[-1]) == len(batch):  # "INSERT 0 <rows>"
                     self._direct = True  # every row was new: past the replay
+                    log.info(
+                        "replay over: batches are COPYed straight in again",
+                        extra={"table": self._table, "staged_batches": self.staged_batches},
+                    )
             except RETRYABLE:
                 # Never hand a connection that failed mid-operation back to the pool: the
                 # retry must not get it again (it would fail the same way, for ever).

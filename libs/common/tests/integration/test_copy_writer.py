@@ -1,6 +1,7 @@
 """The batched COPY writer against real PostgreSQL, including a server restart."""
 
 import asyncio
+import logging
 
 import asyncpg
 from pydantic import SecretStr
@@ -34,7 +35,8 @@ def _rows(n: int, start: int = 0, symbol: str = "BTCUSDT"):
     return [(symbol, i, 100.0 + i, 101.0 + i) for i in range(start, start + n)]
 
 
-async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schema):
+async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schema, caplog):
+    caplog.set_level(logging.INFO, logger="depthflow.common.db")
     pool = await create_pool(pg_settings)
     await _table(pool, fresh_schema)
     writer = _writer(pool, fresh_schema, batch_size=1000)
@@ -52,6 +54,8 @@ async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schem
     # COPYed straight in until the replayed batch (4000-4999) conflicted; it and the next
     # (5000-5999, the first to store all its rows) went through the staging table
     assert writer.staged_batches == 2
+    said = [r.getMessage() for r in caplog.records if r.name == "depthflow.common.db"]
+    assert sum("a replay" in m for m in said) == 1 and sum("replay over" in m for m in said) == 1
 
 
 async def test_a_batch_repeating_its_own_keys_is_stored_once(pg_settings, fresh_schema):
