@@ -6,8 +6,8 @@ fixed shape apart from its three text columns, so the rows of one symbol are wri
 one numpy structured array - lengths, big-endian numbers and array headers laid out exactly
 as the binary COPY format wants - and serialised in one ``tobytes``. The rows themselves
 stay ordinary tuples (``VECTOR_COLUMNS`` order); only the wire encoding differs from the
-generic path, and ``CopyWriter`` keeps its buffering, staging table, ``ON CONFLICT DO
-NOTHING`` and retries.
+generic path, and ``CopyWriter`` keeps its buffering, idempotence (a replay goes through
+its staging table and ``ON CONFLICT DO NOTHING``) and retries.
 """
 
 from __future__ import annotations
@@ -115,10 +115,5 @@ def encode_vector_rows(rows: Sequence[Sequence[Any]]) -> bytes:
     or two rows per symbol in a row, and a group costs about what 4 rows do."""
     groups: dict[tuple[Any, ...], list[Sequence[Any]]] = {}
     for r in rows:
-        key = (r[0], r[1], r[2], r[_VERSION], len(r[7]))
-        group = groups.get(key)
-        if group is None:
-            groups[key] = [r]
-        else:
-            group.append(r)
+        groups.setdefault((r[0], r[1], r[2], r[_VERSION], len(r[7])), []).append(r)
     return b"".join([HEADER, *(_encode_group(g) for g in groups.values()), TRAILER])
