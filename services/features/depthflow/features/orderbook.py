@@ -28,7 +28,8 @@ RATE_SECONDS = RATE_WINDOW_US / 1e6
 AMIHUD_MIN_NOTIONAL = 1e-9
 _INF = math.inf
 
-Level = tuple[float, float]
+# A (price, qty) pair: a 2-list as decoded from JSON, or a 2-tuple (synthetic data, batch).
+Level = Sequence[float]
 
 
 class InvalidInputError(ValueError):
