@@ -16,20 +16,23 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import asyncpg
 from psycopg_pool import ConnectionPool
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception_type,
+    wait_exponential,
     wait_exponential_jitter,
 )
 
 from depthflow.common.settings import PostgresSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -57,6 +60,33 @@ RETRYABLE = (
     # under a COPY); a fresh connection is all it takes
     asyncpg.exceptions.InternalClientError,
 )
+
+
+async def until_postgres_answers(step: Callable[[], Awaitable[T]], what: str, **context: Any) -> T:
+    """``await step()`` until it returns or fails with something other than a PostgreSQL
+    outage (``RETRYABLE``): an outage must not stop a service, so its work waits for the
+    database instead. Logs ``PostgreSQL unavailable; retrying <what>`` (a warning, with
+    ``context``, the attempt and the error) at the first failure and every 10th; waits
+    0.1 s, doubling up to 2 s, between attempts."""
+
+    def logged(state: RetryCallState) -> None:
+        n = state.attempt_number
+        if n == 1 or n % 10 == 0:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                f"PostgreSQL unavailable; retrying {what}",
+                extra={**context, "attempt": n, "error": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(RETRYABLE),
+        wait=wait_exponential(multiplier=0.1, max=2.0),
+        before_sleep=logged,
+        reraise=True,
+    ):
+        with attempt:
+            return await step()
+    raise AssertionError("unreachable: tenacity returns or reraises")
 
 
 async def keep_session(conn: asyncpg.Connection) -> None:

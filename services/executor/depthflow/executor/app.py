@@ -32,7 +32,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from depthflow.common.db import RETRYABLE, create_pool
+from depthflow.common.db import create_pool, until_postgres_answers
 from depthflow.common.heartbeat import HeartbeatPublisher
 from depthflow.common.kafka import AsyncProducer, Consumed, ConsumerLoop, create_topics
 from depthflow.common.lifecycle import Service
@@ -78,6 +78,7 @@ SIGNAL_ACK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1
 _BREAKER_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 # outbox rows read per round trip (publish_outbox)
 OUTBOX_READ_LIMIT = 500
+SETTLE_STOP_TIMEOUT_S = 10.0  # a graceful stop waits this long for acknowledged orders' writes
 
 
 class ExecutorMetrics:
@@ -148,6 +149,7 @@ class ExecutorService(Service):
         self._reconcile_lock = asyncio.Lock()
         self._in_flight = 0
         self._outbox_dirty = False  # an event committed whose publish nobody has started
+        self._settling: set[asyncio.Task[None]] = set()  # acknowledged sends being applied
         self._daily = (time.gmtime().tm_yday, 0.0)
         self._control_consumer: AIOKafkaConsumer | None = None
         self.reconciliations = 0
@@ -309,6 +311,8 @@ class ExecutorService(Service):
         self.metrics.service.up.set(1)
 
     async def on_stop(self) -> None:
+        if self._settling:  # acknowledged orders are stored before the pool closes
+            await asyncio.wait(set(self._settling), timeout=SETTLE_STOP_TIMEOUT_S)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -435,22 +439,9 @@ class ExecutorService(Service):
         """Handle one consumer batch. A PostgreSQL outage does not stop the executor: the
         batch is handled again (idempotently — a stored signal is a replay, a Pending order
         is resolved by query) until the database answers; its offsets stay uncommitted."""
-        attempt = 0
-        while True:
-            try:
-                return await self._handle_batch_once(messages)
-            except (*RETRYABLE, asyncpg.InternalClientError) as exc:
-                attempt += 1
-                if attempt == 1 or attempt % 10 == 0:
-                    log.warning(
-                        "PostgreSQL unavailable; retrying signal batch",
-                        extra={
-                            "signals": len(messages),
-                            "attempt": attempt,
-                            "error": f"{type(exc).__name__}: {exc}"[:300],
-                        },
-                    )
-                await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
+        await until_postgres_answers(
+            lambda: self._handle_batch_once(messages), "signal batch", signals=len(messages)
+        )
 
     async def _handle_batch_once(self, messages: list[Consumed]) -> None:
         by_key: dict[bytes | None, list[Consumed]] = defaultdict(list)
@@ -554,12 +545,45 @@ class ExecutorService(Service):
         # if no event follows (an unresolved send), the call below publishes it.
         self._outbox_dirty = True
         self._in_flight += 1
+        acked: OrderReport | None = None
         try:
-            await self._send(order, received, sig.source_ts_us)
+            acked = await self._send(order, received, sig.source_ts_us)
+        finally:
+            if acked is None:
+                self._in_flight -= 1
+        if acked is not None:
+            self._settle(acked)  # it keeps the in-flight count until the ack is stored
+        elif self._outbox_dirty:
+            await self.publish_outbox()
+
+    def _settle(self, report: OrderReport) -> None:
+        """Store and publish an acknowledged send off the signal path, so that the signals
+        behind it (the next batch's) are not held by its transaction and outbox publish.
+        Nothing waits for it before the signal's offset is committed: the order is durable
+        (Pending, sent) from before the send, and a Pending order is resolved by asking the
+        venue, on a replayed signal and by reconciliation."""
+        task = asyncio.create_task(
+            self._settle_now(report), name=f"settle-{report.client_order_id}"
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle_now(self, report: OrderReport) -> None:
+        try:
+            await until_postgres_answers(
+                lambda: self.apply(report),
+                "an acknowledged order",
+                client_order_id=report.client_order_id,
+            )
+            if self._outbox_dirty:
+                await self.publish_outbox()
+        except Exception:
+            log.exception(
+                "acknowledged order not stored; reconciliation resolves it",
+                extra={"client_order_id": report.client_order_id},
+            )
         finally:
             self._in_flight -= 1
-        if self._outbox_dirty:
-            await self.publish_outbox()
 
     def _market_snapshot(self, symbol: str, bid: float, ask: float) -> dict[str, Any]:
         snap: dict[str, Any] = {
@@ -591,7 +615,12 @@ class ExecutorService(Service):
         )
         await self.publish_outbox()
 
-    async def _send(self, order: NewOrder, received: float, source_ts_us: int = 0) -> None:
+    async def _send(
+        self, order: NewOrder, received: float, source_ts_us: int = 0
+    ) -> OrderReport | None:
+        """Send a stored Pending order: at most once per attempt, never blindly again.
+        Returns the venue's acknowledgement for the caller to apply; every other outcome
+        (rejected, not sent, unknown, found by a query) is applied here and gives None."""
         assert self.store is not None
         coid = order.client_order_id
         for attempt in range(3):
@@ -601,10 +630,10 @@ class ExecutorService(Service):
                     found = await self.venue.query_order(order.symbol, coid)
                 except VenueError:
                     await self._resolve_unknown(coid, order.symbol, time.time())
-                    return
+                    return None
                 if found is not None:
                     await self.apply(found)
-                    return
+                    return None
             if attempt:  # the first send follows the commit that stored sent_at
                 await self.store.mark_sent(coid)
             sent_at = time.time()
@@ -616,7 +645,7 @@ class ExecutorService(Service):
                     dataclasses.replace(self._report(order, OrderState.REJECTED), source="rest"),
                     reason=f"venue rejected: {exc.code} {exc.message}"[:500],
                 )
-                return
+                return None
             except VenueUnavailable as exc:
                 banned = "418" in exc.reason or "banned" in exc.reason
                 if (
@@ -631,19 +660,19 @@ class ExecutorService(Service):
                 await self.apply(
                     self._report(order, OrderState.FAILED), reason=f"not sent: {exc.reason}"[:500]
                 )
-                return
+                return None
             except VenueUnknown as exc:
                 self.metrics.unknown.inc()
                 await self._audit_quietly(
                     "send_outcome_unknown", entity="order", entity_id=coid, reason=str(exc)[:500]
                 )
                 await self._resolve_unknown(coid, order.symbol, sent_at)
-                return
+                return None
             self.metrics.ack_latency.observe(time.monotonic() - received)
             if source_ts_us > 0:
                 self.metrics.e2e_latency.observe(max(time.time() - source_ts_us / 1e6, 0.0))
-            await self.apply(report)
-            return
+            return report
+        return None
 
     @staticmethod
     def _report(order: NewOrder, state: OrderState) -> OrderReport:

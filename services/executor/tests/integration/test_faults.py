@@ -3,6 +3,9 @@ out-of-order and repeated fill reports, the circuit breaker, the append-only aud
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import asyncpg
 import pytest
 
@@ -248,3 +251,45 @@ async def test_pending_event_published_once_when_the_send_stays_unresolved(
         # marked, so no later outbox pass sends it again
         await svc.publish_outbox()
         assert await published() == ["Pending"]
+
+
+async def test_an_acknowledged_orders_writes_do_not_hold_the_next_signal(
+    bus: Bus, make_settings, run_executor, db: asyncpg.Connection, monkeypatch
+) -> None:
+    """An acknowledged send is stored and published off the signal path: while the first
+    order's acknowledgement is held before its transaction, the next signal (its own batch)
+    still becomes an order; a graceful stop waits for the held acknowledgement to be stored."""
+    first = uuid.uuid4().hex
+    first_coid = client_order_id(first)
+    async with run_executor(make_settings("paper")) as svc:
+        for symbol, price in (("BTCUSDT", 60000.0), ("ETHUSDT", 3000.0)):
+            bus.book(symbol, [(price, 5.0)], [(price + 1.0, 5.0)])
+            await svc.venue.wait_for_book(symbol)  # type: ignore[attr-defined]
+        assert svc.store is not None
+        gate = asyncio.Event()
+        apply_report = svc.store.apply_report
+
+        async def held(report: OrderReport, **kw: object) -> object:
+            if report.client_order_id == first_coid:
+                await gate.wait()
+            return await apply_report(report, **kw)
+
+        monkeypatch.setattr(svc.store, "apply_report", held)
+        bus.signal("BTCUSDT", "buy", signal_id=first)
+        await eventually_async(
+            lambda: db.fetchval(
+                "SELECT sent_at IS NOT NULL FROM orders WHERE client_order_id=$1", first_coid
+            ),
+            timeout=20,
+            what="the first order sent",
+        )
+        second = client_order_id(bus.signal("ETHUSDT", "buy").signal_id)
+        await eventually_async(
+            lambda: _is(db, second, "Placed", "PartiallyFilled", "Filled"),
+            timeout=20,
+            what="the second order acknowledged while the first's write is held",
+        )
+        assert await _state(db, first_coid) == "Pending"
+        asyncio.get_running_loop().call_later(0.5, gate.set)
+    # the stop waited for the held acknowledgement
+    assert await _state(db, first_coid) in ("Placed", "PartiallyFilled", "Filled")

@@ -26,12 +26,11 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import asyncpg
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from depthflow.common.db import RETRYABLE, create_pool, ident
+from depthflow.common.db import create_pool, ident, until_postgres_answers
 from depthflow.common.errors import DecodeError
 from depthflow.common.heartbeat import HeartbeatPublisher
 from depthflow.common.kafka import AsyncProducer, Consumed, ConsumerLoop, create_topics
@@ -473,26 +472,14 @@ class StrategyService(Service):
             "ts_us, source_ts_us, trace_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, "
             "$10::jsonb, $11, $12, $13, $14, $15) ON CONFLICT DO NOTHING"
         )
+
         # A PostgreSQL outage must not stop the service: retry until the database answers
         # (the offsets stay uncommitted meanwhile; ON CONFLICT makes a repeat harmless).
-        attempt = 0
-        while True:
-            try:
-                async with self.pool.acquire() as conn:
-                    await conn.executemany(query, rows)
-                return
-            except (*RETRYABLE, asyncpg.InternalClientError) as exc:
-                attempt += 1
-                if attempt == 1 or attempt % 10 == 0:
-                    log.warning(
-                        "PostgreSQL unavailable; retrying signals",
-                        extra={
-                            "signals": len(rows),
-                            "attempt": attempt,
-                            "error": f"{type(exc).__name__}: {exc}"[:300],
-                        },
-                    )
-                await asyncio.sleep(min(2.0, 0.1 * 2 ** min(attempt, 5)))
+        async def insert() -> None:
+            async with self.pool.acquire() as conn:
+                await conn.executemany(query, rows)
+
+        await until_postgres_answers(insert, "signals", signals=len(rows))
 
     async def _publish(self, signals: list[Signal]) -> None:
         assert self.producer is not None
