@@ -248,6 +248,10 @@ def run() -> dict[str, Any]:
             return {n: p.proc.pid for n in STAGES if (p := pipe[n]).proc is not None}
 
         marks: dict[str, tuple[float, dict[str, int]]] = {}
+        # when every symbol's book was first in sync (the collector's gauge, per sample): the
+        # load's steady state starts there; before it, snapshots and resyncs share the cores
+        synced_at: tuple[float, int] | None = None
+        collector_url = pipe.metrics_url("collector-binance")
         topics = ("md.depth.raw", "md.book", "features.v1", "signals.v1", "orders.v1")
         while time.monotonic() - started < SECONDS:
             time.sleep(SAMPLE_S)
@@ -257,6 +261,11 @@ def run() -> dict[str, Any]:
             lag = {g: _lag(infra.bootstrap, group, ts) for g, (group, ts) in groups.items()}
             rss = {n: _rss_mb(pipe[n].proc.pid if pipe[n].proc else None) for n in STAGES}
             samples.append({"t": round(t, 1), "lag": lag, "rss_mb": rss})
+            if synced_at is None:
+                with contextlib.suppress(Exception):  # a missed scrape: the next sample
+                    synced = metric_sum(scrape(collector_url), "depthflow_collector_synced_books")
+                    if synced >= SYMBOLS_N:
+                        synced_at = (t, time.time_ns() // 1000)
             if "start" not in marks and t >= WARMUP_S:
                 marks["start"] = (t, {tp: _total(infra.bootstrap, tp) for tp in topics})
                 cpu_marks["start"] = _cpu_by_process(_roots(), str(infra.dir))
@@ -310,6 +319,9 @@ def run() -> dict[str, Any]:
             for n in cpu_marks["end"]
         }
         latencies = _latencies(infra.bootstrap, infra.dsn, steady_from_us)
+        synced_latencies = (
+            _latencies(infra.bootstrap, infra.dsn, synced_at[1]) if synced_at is not None else None
+        )
         thirds = max(1, len(samples) // 3)
 
         def third(which: list[dict[str, Any]], part: str, key: str) -> float:
@@ -399,6 +411,18 @@ def run() -> dict[str, Any]:
                     "exchange_to_collector": pct(latencies["to_collector"]),
                     "collector_to_vector": pct(latencies["to_vector"]),
                     "vector_to_signal": pct(latencies["to_decision"]),
+                },
+                # the same, for orders whose exchange event came after every symbol was in
+                # sync (None: they never all were)
+                "after_sync": None
+                if synced_latencies is None or synced_at is None
+                else {
+                    "synced_at_s": round(synced_at[0], 1),
+                    "orders": len(synced_latencies["total"]),
+                    "exchange_to_order_sent": pct(synced_latencies["to_sent"]),
+                    "exchange_to_ack": pct(synced_latencies["total"]),
+                    "signal_to_order": pct(synced_latencies["to_order"]),
+                    "exchange_to_signal": pct(synced_latencies["to_signal"]),
                 },
                 "paper_latency_ms": float(env.get("EXECUTOR_PAPER_LATENCY_MS", "20")),
                 "features_merge_hold_ms": float(env.get("FEATURES_MERGE_HOLD_MS", "200")),
