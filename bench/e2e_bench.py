@@ -319,9 +319,6 @@ def run() -> dict[str, Any]:
             for n in cpu_marks["end"]
         }
         latencies = _latencies(infra.bootstrap, infra.dsn, steady_from_us)
-        synced_latencies = (
-            _latencies(infra.bootstrap, infra.dsn, synced_at[1]) if synced_at is not None else None
-        )
         thirds = max(1, len(samples) // 3)
 
         def third(which: list[dict[str, Any]], part: str, key: str) -> float:
@@ -361,6 +358,18 @@ def run() -> dict[str, Any]:
             return {
                 f"p{int(q * 100)}": None if (v := _percentile(values, q)) is None else round(v, 2)
                 for q in (0.5, 0.99)
+            }
+
+        after_sync = None
+        if synced_at is not None:
+            later = _latencies(infra.bootstrap, infra.dsn, synced_at[1])
+            after_sync = {
+                "synced_at_s": round(synced_at[0], 1),
+                "orders": len(later["total"]),
+                "exchange_to_order_sent": pct(later["to_sent"]),
+                "exchange_to_ack": pct(later["total"]),
+                "signal_to_order": pct(later["to_order"]),
+                "exchange_to_signal": pct(later["to_signal"]),
             }
 
         return {
@@ -414,16 +423,7 @@ def run() -> dict[str, Any]:
                 },
                 # the same, for orders whose exchange event came after every symbol was in
                 # sync (None: they never all were)
-                "after_sync": None
-                if synced_latencies is None or synced_at is None
-                else {
-                    "synced_at_s": round(synced_at[0], 1),
-                    "orders": len(synced_latencies["total"]),
-                    "exchange_to_order_sent": pct(synced_latencies["to_sent"]),
-                    "exchange_to_ack": pct(synced_latencies["total"]),
-                    "signal_to_order": pct(synced_latencies["to_order"]),
-                    "exchange_to_signal": pct(synced_latencies["to_signal"]),
-                },
+                "after_sync": after_sync,
                 "paper_latency_ms": float(env.get("EXECUTOR_PAPER_LATENCY_MS", "20")),
                 "features_merge_hold_ms": float(env.get("FEATURES_MERGE_HOLD_MS", "200")),
             },

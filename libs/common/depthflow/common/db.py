@@ -26,7 +26,6 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     wait_exponential,
-    wait_exponential_jitter,
 )
 
 from depthflow.common.settings import PostgresSettings
@@ -250,24 +249,16 @@ class CopyWriter:
                 return
             batch = self._buffer[: self._batch_size]
             started = time.perf_counter()
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type(RETRYABLE),
-                wait=wait_exponential_jitter(multiplier=0.05, max=2.0, jitter=0.05),
-                reraise=True,
-            ):
-                with attempt:
-                    if attempt.retry_state.attempt_number > 1:
-                        self.retries += 1
-                        if attempt.retry_state.attempt_number % 10 == 2:
-                            log.warning(
-                                "PostgreSQL unavailable; retrying batch",
-                                extra={
-                                    "table": self._table,
-                                    "rows": len(batch),
-                                    "attempt": attempt.retry_state.attempt_number,
-                                },
-                            )
-                    await self._copy(batch)
+            attempts = 0
+
+            async def copy() -> None:
+                nonlocal attempts
+                attempts += 1
+                if attempts > 1:
+                    self.retries += 1
+                await self._copy(batch)
+
+            await until_postgres_answers(copy, "batch", table=self._table, rows=len(batch))
             # Only now, durable: drop the batch from the buffer and wake waiting writers.
             del self._buffer[: len(batch)]
             self.rows_written += len(batch)

@@ -1,7 +1,9 @@
 """The batched COPY writer against real PostgreSQL, including a server restart."""
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import asyncpg
 from pydantic import SecretStr
@@ -31,24 +33,35 @@ def _writer(pool: asyncpg.Pool, schema: str, **kw) -> CopyWriter:
     )
 
 
+@contextlib.asynccontextmanager
+async def _quotes(
+    settings: PostgresSettings, schema: str, *, start: bool = True, **kw
+) -> AsyncIterator[tuple[asyncpg.Pool, CopyWriter]]:
+    """A pool, the ``quotes`` table and its writer (started unless ``start=False``); both
+    closed on the way out."""
+    pool = await create_pool(settings)
+    await _table(pool, schema)
+    writer = _writer(pool, schema, **kw)
+    if start:
+        await writer.start()
+    try:
+        yield pool, writer
+    finally:
+        await writer.close()
+        await pool.close()
+
+
 def _rows(n: int, start: int = 0, symbol: str = "BTCUSDT"):
     return [(symbol, i, 100.0 + i, 101.0 + i) for i in range(start, start + n)]
 
 
 async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schema, caplog):
     caplog.set_level(logging.INFO, logger="depthflow.common.db")
-    pool = await create_pool(pg_settings)
-    await _table(pool, fresh_schema)
-    writer = _writer(pool, fresh_schema, batch_size=1000)
-    await writer.start()
-    try:
+    async with _quotes(pg_settings, fresh_schema, batch_size=1000) as (pool, writer):
         await writer.add_many(_rows(5000))
         await writer.add_many(_rows(3000, start=4000))  # 1000 overlap, as after a replay
         await writer.flush()
         count = await pool.fetchval(f'SELECT count(*) FROM "{fresh_schema}".quotes')
-    finally:
-        await writer.close()
-        await pool.close()
     assert count == 7000
     assert writer.rows_written == 8000
     # COPYed straight in until the replayed batch (4000-4999) conflicted; it and the next
@@ -59,10 +72,7 @@ async def test_rows_are_written_once_even_when_replayed(pg_settings, fresh_schem
 
 
 async def test_a_batch_repeating_its_own_keys_is_stored_once(pg_settings, fresh_schema):
-    pool = await create_pool(pg_settings)
-    await _table(pool, fresh_schema)
-    writer = _writer(pool, fresh_schema, batch_size=1000)
-    try:
+    async with _quotes(pg_settings, fresh_schema, batch_size=1000, start=False) as (pool, writer):
         await writer.add_many(_rows(10) + _rows(10))  # one batch, every key twice: staged
         await writer.flush()
         await writer.add_many(_rows(5, start=10))  # staged, all new: the next goes straight in
@@ -70,47 +80,36 @@ async def test_a_batch_repeating_its_own_keys_is_stored_once(pg_settings, fresh_
         await writer.add_many(_rows(5, start=15))
         await writer.flush()
         count = await pool.fetchval(f'SELECT count(*) FROM "{fresh_schema}".quotes')
-    finally:
-        await writer.close()
-        await pool.close()
     assert count == 20
     assert writer.staged_batches == 2
 
 
 async def test_time_based_flush_without_an_explicit_flush(pg_settings, fresh_schema):
-    pool = await create_pool(pg_settings)
-    await _table(pool, fresh_schema)
-    writer = _writer(pool, fresh_schema, batch_size=10_000, flush_interval=0.05)
-    await writer.start()
-    try:
+    async with _quotes(pg_settings, fresh_schema, batch_size=10_000, flush_interval=0.05) as (
+        pool,
+        writer,
+    ):
         await writer.add_many(_rows(10))
 
         async def written():
             return await pool.fetchval(f'SELECT count(*) FROM "{fresh_schema}".quotes') == 10
 
         await eventually_async(written, timeout=5, what="rows flushed by the timer")
-    finally:
-        await writer.close()
-        await pool.close()
 
 
 async def test_writer_survives_a_postgres_restart_without_loss_or_duplicates(private_postgres):
     dsn, infra = private_postgres
     settings = PostgresSettings(dsn=SecretStr(dsn), pool_max_size=2)
-    pool = await create_pool(settings)
-    await _table(pool, "restart")
-    writer = _writer(pool, "restart", batch_size=200, flush_interval=0.02)
-    await writer.start()
-    total = 0
+    async with _quotes(settings, "restart", batch_size=200, flush_interval=0.02) as (pool, writer):
+        total = 0
 
-    async def feed(batches: int) -> None:
-        nonlocal total
-        for _ in range(batches):
-            await writer.add_many(_rows(100, start=total))
-            total += 100
-            await asyncio.sleep(0.005)
+        async def feed(batches: int) -> None:
+            nonlocal total
+            for _ in range(batches):
+                await writer.add_many(_rows(100, start=total))
+                total += 100
+                await asyncio.sleep(0.005)
 
-    try:
         await feed(20)
         await asyncio.to_thread(infra, "stop-pg")
         await feed(20)  # PostgreSQL is down: rows stay buffered
@@ -120,28 +119,21 @@ async def test_writer_survives_a_postgres_restart_without_loss_or_duplicates(pri
         await asyncio.wait_for(writer.flush(), 60)
         count = await pool.fetchval('SELECT count(*) FROM "restart".quotes')
         distinct_max = await pool.fetchval('SELECT max(seq) + 1 FROM "restart".quotes')
-    finally:
-        await writer.close()
-        await pool.close()
     assert count == total == distinct_max == 6000
     assert writer.retries > 0
 
 
 async def test_back_pressure_bounds_the_buffer(pg_settings, fresh_schema):
-    pool = await create_pool(pg_settings)
-    await _table(pool, fresh_schema)
-    writer = _writer(pool, fresh_schema, batch_size=100, max_buffered=300)
-    await writer.start()
-    peak = 0
-    try:
+    async with _quotes(pg_settings, fresh_schema, batch_size=100, max_buffered=300) as (
+        pool,
+        writer,
+    ):
+        peak = 0
         for start in range(0, 5000, 50):
             await writer.add_many(_rows(50, start=start))
             peak = max(peak, writer.buffered)
         await writer.flush()
         count = await pool.fetchval(f'SELECT count(*) FROM "{fresh_schema}".quotes')
-    finally:
-        await writer.close()
-        await pool.close()
     assert count == 5000
     assert peak <= 300 + 50
 
@@ -149,12 +141,11 @@ async def test_back_pressure_bounds_the_buffer(pg_settings, fresh_schema):
 async def test_flush_through_writes_the_rows_before_the_mark_not_those_after(
     pg_settings, fresh_schema
 ):
-    pool = await create_pool(pg_settings)
-    await _table(pool, fresh_schema)
     # flush_interval: no background flush during the test
-    writer = _writer(pool, fresh_schema, batch_size=100, flush_interval=60.0)
-    await writer.start()
-    try:
+    async with _quotes(pg_settings, fresh_schema, batch_size=100, flush_interval=60.0) as (
+        pool,
+        writer,
+    ):
         await writer.add_many(_rows(250))
         mark = writer.mark()
         await writer.add_many(_rows(250, start=250))
@@ -166,6 +157,3 @@ async def test_flush_through_writes_the_rows_before_the_mark_not_those_after(
         assert top == 299
         await writer.flush_through(writer.mark())
         assert writer.buffered == 0
-    finally:
-        await writer.close()
-        await pool.close()
